@@ -12,7 +12,7 @@ Every function takes leading batch axes and works under ``jit`` and ``vmap``.
 """
 
 from pairviz_jax.explain.cross import Folded, class_map, cross_maps, fold, rollout_map
-from pairviz_jax.explain.maps import Features, features, paired_maps, upsample
+from pairviz_jax.explain.maps import Features, features, paired_maps, to_grid, upsample
 from pairviz_jax.explain.rollout import CONVENTIONS, redistribute, redistribution_matrix, rollout
 from pairviz_jax.explain.similarity import cosine, token_similarity
 
@@ -30,6 +30,7 @@ __all__ = [
     "redistribution_matrix",
     "rollout",
     "rollout_map",
+    "to_grid",
     "token_similarity",
     "upsample",
 ]

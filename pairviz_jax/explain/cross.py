@@ -142,8 +142,7 @@ def cross_maps(
     g = fold(features_g, **kw)
     if q.unit.shape[-1] != g.unit.shape[-1]:
         raise ValueError(
-            f"query and gallery embeddings differ in size: {q.unit.shape[-1]} vs "
-            f"{g.unit.shape[-1]}"
+            f"query and gallery embeddings differ in size: {q.unit.shape[-1]} vs {g.unit.shape[-1]}"
         )
     return _cross(q, g)
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from pairviz_jax.explain._checks import check_finite, check_rank
+from pairviz_jax.explain._checks import check_finite, check_rank, square_grid
 from pairviz_jax.explain.rollout import CONVENTIONS, redistribute, rollout
 from pairviz_jax.explain.similarity import token_similarity
 from pairviz_jax.models.vit import HEAD_FUSIONS
@@ -154,6 +154,24 @@ def features(model, variables, images: Array, *, head_fusion: str | None = None)
     return _features_fn(model, head_fusion)(variables, images)
 
 
+def to_grid(maps: Array, grid: Sequence[int] | None = None) -> Array:
+    """Reshapes token maps [..., N] to the token grid [..., gh, gw].
+
+    Args:
+      maps: [..., N].
+      grid: (gh, gw) with gh * gw = N; default a square K x K grid.
+
+    Raises:
+      ValueError: if N is not a square (and no grid is given) or gh * gw != N.
+    """
+    check_rank("maps", maps, 1, "[..., N]")
+    n = maps.shape[-1]
+    gh, gw = square_grid(n, "maps") if grid is None else tuple(int(g) for g in grid)
+    if gh * gw != n:
+        raise ValueError(f"grid {gh}x{gw} does not hold the {n} tokens of maps")
+    return maps.reshape(*maps.shape[:-1], gh, gw)
+
+
 def upsample(maps: Array, size: Sequence[int]) -> Array:
     """Bicubic upsampling of token-grid maps to pixels, as OpenCV ``INTER_CUBIC``.
 
@@ -170,7 +188,9 @@ def upsample(maps: Array, size: Sequence[int]) -> Array:
     """
     check_rank("maps", maps, 2, "[..., gh, gw]")
     shape = tuple(maps.shape[:-2]) + tuple(int(s) for s in size)
-    return jax.image.resize(maps.astype(jnp.float32), shape, method="cubic-pytorch", antialias=False)
+    return jax.image.resize(
+        maps.astype(jnp.float32), shape, method="cubic-pytorch", antialias=False
+    )
 
 
 def _pair_maps(
@@ -184,8 +204,9 @@ def _pair_maps(
     return gamma_a.reshape(grid_a), gamma_b.reshape(grid_b), score
 
 
-def _paired_body(model, variables, images_a, images_b, *, head_fusion, start_layer, convention,
-                 upsampled):
+def _paired_body(
+    model, variables, images_a, images_b, *, head_fusion, start_layer, convention, upsampled
+):
     if images_a.shape == images_b.shape:
         both = _forward(model, variables, jnp.concatenate([images_a, images_b]), head_fusion)
         b = images_a.shape[0]

@@ -224,6 +224,15 @@ class AddPositionEmbs(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        if self.has_variable("params", "pos_embedding"):
+            have = self.get_variable("params", "pos_embedding").shape
+            if tuple(have[1:]) != tuple(x.shape[1:]):
+                raise ValueError(
+                    f"the position embedding holds {have[1]} tokens of width {have[2]}, but these "
+                    f"images give {x.shape[1]} tokens of width {x.shape[2]}: use the image size "
+                    "the parameters were made for, or resample the position embedding when "
+                    "loading (pairviz_jax.checkpoints)"
+                )
         pe = self.param(
             "pos_embedding", nn.initializers.normal(stddev=0.02), (1,) + x.shape[1:], jnp.float32
         )

@@ -1,0 +1,145 @@
+"""How much the explanation costs next to the embedding it explains.
+
+(a) ``paired_maps`` on a batch of pairs / the embedding-only forward pass of
+    the same images (ViT-B/16 at 256 px, 8 pairs by default). Both compiled,
+    timed interleaved (a, b, a, b, ...), medians reported.
+(b) ``cross_maps`` for all pairs of a set of images (1,000 x 1,000 = 10^6
+    pairs by default) after the forwards: pairs per second, and its time
+    relative to the 1,000 forwards it follows (per-image forward time measured
+    in (a), times 1,000). Token and
+    attention values do not change the cost, so the features are synthetic
+    with the real shapes; folding (rollout + R @ alpha) is timed with the
+    pairs.
+
+Run:  python benchmarks/explain.py            # CPU or the default accelerator
+      python benchmarks/explain.py --variant S/16 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pairviz_jax import explain as ex
+from pairviz_jax.models import ViT, decode_variant
+
+
+def _time(fn, *args) -> float:
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t
+
+
+def bench_pairs(model, variables, images_a, images_b, repeats: int) -> dict[str, float]:
+    both = jnp.concatenate([images_a, images_b])
+    embed = jax.jit(lambda v, x: model.apply(v, x)[0])
+    explain = lambda v, a, b: ex.paired_maps(model, v, a, b)  # noqa: E731
+    _time(embed, variables, both)  # compile
+    _time(explain, variables, images_a, images_b)
+    t_embed, t_explain = [], []
+    for _ in range(repeats):  # interleaved: the machine is shared and noisy
+        t_embed.append(_time(embed, variables, both))
+        t_explain.append(_time(explain, variables, images_a, images_b))
+    return {
+        "embed_s": statistics.median(t_embed),
+        "explain_s": statistics.median(t_explain),
+        "per_image_forward_s": statistics.median(t_embed) / both.shape[0],
+    }
+
+
+def synthetic_features(model, n: int, size: int, seed: int = 0) -> ex.Features:
+    """Features with the shapes a forward pass gives (fused attention), random values."""
+    gh, gw = model.grid((size, size, 3))
+    tokens_n = gh * gw
+    n_attn = tokens_n + model.num_prefix_tokens
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    tokens = jax.random.normal(k1, (n, tokens_n, model.embedding_dim)) + 0.1
+    attention = jax.nn.softmax(jax.random.normal(k2, (n, model.depth, n_attn, n_attn)), -1)
+    return ex.Features(
+        embedding=tokens.mean(1),
+        tokens=tokens,
+        attention=attention,
+        grid=(gh, gw),
+        head_fusion="mean",
+    )
+
+
+def bench_cross(model, size: int, images: int, chunk: int) -> dict[str, float]:
+    """Folds every image once, then maps every chunk of queries against all images."""
+    feats = synthetic_features(model, chunk, size)  # one chunk, reused: values don't matter
+    fold = jax.jit(lambda f: ex.fold(f))
+    cross = jax.jit(lambda q, g: ex.cross_maps(q, g))
+    folded = fold(feats)
+    g_folded = ex.Folded(
+        w=jnp.tile(folded.w, (images // chunk, 1, 1)),
+        unit=jnp.tile(folded.unit, (images // chunk, 1)),
+        grid=folded.grid,
+    )
+    jax.block_until_ready((folded, g_folded))
+    _time(cross, folded, g_folded)  # compile
+    t0 = time.perf_counter()
+    for _ in range(images // chunk):  # every image folded once
+        jax.block_until_ready(fold(feats))
+    t_fold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(images // chunk):
+        jax.block_until_ready(cross(folded, g_folded))
+    t_cross = time.perf_counter() - t0
+    return {"fold_s": t_fold, "cross_s": t_cross, "pairs": images * images}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--variant", default="B/16")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--pairs", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--images", type=int, default=1000, help="cross_maps over all pairs")
+    p.add_argument("--chunk", type=int, default=100)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = p.parse_args(argv)
+
+    model = ViT(
+        **decode_variant(args.variant),
+        class_token=True,
+        keep_class_token=False,
+        proj_dim=512,
+        dtype=jnp.dtype(args.dtype),
+    )
+    x = jnp.zeros((1, args.size, args.size, 3))
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.normal(size=(args.pairs, args.size, args.size, 3)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(args.pairs, args.size, args.size, 3)), jnp.float32)
+
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}")
+    print(f"model: ViT-{args.variant} at {args.size} px, proj 512, dtype {args.dtype}")
+    r = bench_pairs(model, variables, a, b, args.repeats)
+    print(
+        f"(a) {args.pairs} pairs: embedding-only forward {r['embed_s'] * 1e3:.1f} ms, "
+        f"paired_maps {r['explain_s'] * 1e3:.1f} ms  (median of {args.repeats}, interleaved)"
+    )
+    print(f"    explanation overhead: {r['explain_s'] / r['embed_s']:.3f}x the forward")
+
+    c = bench_cross(model, args.size, args.images, args.chunk)
+    total = c["fold_s"] + c["cross_s"]
+    forwards = r["per_image_forward_s"] * args.images
+    print(
+        f"(b) cross_maps {args.images} x {args.images} = {c['pairs']:,} pairs: "
+        f"fold {c['fold_s']:.2f} s + maps {c['cross_s']:.2f} s = {total:.2f} s, "
+        f"{c['pairs'] / total:,.0f} pairs/s"
+    )
+    print(
+        f"    vs the {args.images} forwards before it "
+        f"({r['per_image_forward_s'] * 1e3:.1f} ms/image measured in (a)): "
+        f"{total / forwards:.3f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
