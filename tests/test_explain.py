@@ -338,3 +338,37 @@ def test_paired_maps_errors_are_clear():
         ex.to_grid(jnp.zeros((2, 12)))
     assert ex.to_grid(jnp.zeros((2, 16))).shape == (2, 4, 4)
     assert ex.to_grid(jnp.zeros((2, 12)), grid=(3, 4)).shape == (2, 3, 4)
+
+
+def test_bfloat16_model_gives_float32_explanations():
+    model, variables = _model(**AUTHORS)
+    model16 = model.clone(dtype=jnp.bfloat16, patch_size=[4, 4])  # a list is fine too
+    xa, xb = _images(2, 1), _images(2, 2)
+    ref = ex.paired_maps(model, variables, xa, xb)
+    out = ex.paired_maps(model16, variables, xa, xb)
+    for k in ref:
+        assert out[k].dtype == jnp.float32, k
+    np.testing.assert_allclose(out["score"], ref["score"], atol=0.02)
+    corr = np.corrcoef(np.ravel(out["map_a"]), np.ravel(ref["map_a"]))[0, 1]
+    assert corr > 0.95
+
+
+def test_paired_maps_data_parallel_over_fake_devices():
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    assert jax.device_count() == 8  # tests/conftest.py
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    model, variables = _model(**AUTHORS)
+    xa, xb = _images(8, 1), _images(8, 2)
+    ref = ex.paired_maps(model, variables, xa, xb)
+    shard = NamedSharding(mesh, P("data"))
+    out = ex.paired_maps(
+        model,
+        jax.device_put(variables, NamedSharding(mesh, P())),
+        jax.device_put(xa, shard),
+        jax.device_put(xb, shard),
+    )
+    assert len(out["map_a"].sharding.device_set) == 8
+    for k in ref:
+        np.testing.assert_allclose(out[k], ref[k], rtol=1e-4, atol=1e-6)

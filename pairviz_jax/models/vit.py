@@ -277,6 +277,11 @@ class ViT(nn.Module):
     # Tells `pairviz_jax.explain` that this family sows attention (rollout applies).
     sows_attention: ClassVar[bool] = True
 
+    def __post_init__(self):
+        # A tuple keeps the module hashable (compiled functions are cached per model).
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        super().__post_init__()
+
     @property
     def num_prefix_tokens(self) -> int:
         """Class tokens in front of the patch tokens of the encoder's output."""
