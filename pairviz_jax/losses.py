@@ -6,8 +6,9 @@ per-class directions (``class_weights`` / ``proxies``) compared to the embedding
 similarity; both live in the train state next to the model parameters.
 
 Numerical safety: normalisation divides by ``max(||x||, eps)`` and ArcFace's
-``sin(theta) = sqrt(max(1 - cos^2, eps))``, so gradients stay finite at ``cos = +-1`` and for
-zero vectors. Every loss is computed in float32 whatever the model's compute dtype.
+``sin(theta) = sqrt(1 - cos^2)`` has its gradient cut to 0 where ``cos = +-1``, so gradients
+stay finite there and for zero vectors. Every loss is computed in float32 whatever the
+model's compute dtype.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import jax.numpy as jnp
 Array = jax.Array
 
 _NORM_EPS = 1e-12
-_SIN2_EPS = 1e-7
 
 
 def l2_normalize(x: Array, axis: int = -1, eps: float = _NORM_EPS) -> Array:
@@ -39,6 +39,7 @@ def arcface_logits(
     class_weights: Array,
     scale: float = 64.0,
     margin: float = 0.5,
+    fallback: bool = True,
 ) -> Array:
     """ArcFace logits: ``s cos(theta_y + m)`` for the true class, ``s cos(theta_j)`` otherwise.
 
@@ -48,6 +49,11 @@ def arcface_logits(
       class_weights: [C, E] one direction per class (normalised here).
       scale: s, the radius of the hypersphere.
       margin: m, the additive angular margin in radians.
+      fallback: where ``theta_y + m > pi`` use ``cos(theta_y) - m sin(m)`` instead of
+        ``cos(theta_y + m)``, as the ArcFace authors' code (InsightFace) does. Without it the
+        target logit *rises* again past ``theta_y = pi - m``, and training can collapse to
+        embeddings opposite every class (target logit ``-cos(m)`` beats the others' ``-1``).
+        False is eq. 3 of the paper verbatim (and pytorch-metric-learning's ``ArcFaceLoss``).
 
     Returns:
       [B, C] float32 logits.
@@ -55,9 +61,16 @@ def arcface_logits(
     cos = cosine_similarity(embeddings, class_weights)  # [B, C]
     cos = jnp.clip(cos, -1.0, 1.0)
     # cos(theta + m) = cos(theta) cos(m) - sin(theta) sin(m), theta in [0, pi], so sin >= 0.
-    # sqrt is clamped away from 0: finite gradients at cos = +-1.
-    sin = jnp.sqrt(jnp.maximum(1.0 - cos * cos, _SIN2_EPS))
+    # sin = sqrt(1 - cos^2) exactly, with the sqrt's infinite slope at cos = +-1 cut off by a
+    # double `where` (its gradient there is 0, not NaN).
+    sin2 = 1.0 - cos * cos
+    ok = sin2 > 0.0
+    sin = jnp.where(ok, jnp.sqrt(jnp.where(ok, sin2, 1.0)), 0.0)
     cos_margin = cos * jnp.cos(margin) - sin * jnp.sin(margin)
+    if fallback:
+        cos_margin = jnp.where(
+            cos > jnp.cos(jnp.pi - margin), cos_margin, cos - margin * jnp.sin(margin)
+        )
     onehot = jax.nn.one_hot(labels, cos.shape[-1], dtype=jnp.bool_)
     return scale * jnp.where(onehot, cos_margin, cos)
 
@@ -69,13 +82,15 @@ def arcface_loss(
     scale: float = 64.0,
     margin: float = 0.5,
     weights: Array | None = None,
+    fallback: bool = True,
 ) -> Array:
     """Additive angular margin loss (Deng et al., CVPR 2019, eq. 3).
 
     ``L = -1/B sum_i log(e^{s cos(theta_{y_i} + m)} / (e^{s cos(theta_{y_i} + m)}
     + sum_{j != y_i} e^{s cos theta_j}))`` with ``theta_j`` the angle between the embedding and
-    class ``j``'s weight. As in the paper (and pytorch-metric-learning's ``ArcFaceLoss``) the
-    margin is applied for every angle, also where ``theta + m > pi``.
+    class ``j``'s weight. Where ``theta_y + m > pi`` the target logit is
+    ``s (cos(theta_y) - m sin(m))`` (``fallback``, the authors' code; see
+    :func:`arcface_logits`).
 
     Args:
       embeddings: [B, E].
@@ -85,11 +100,12 @@ def arcface_loss(
       margin: m in radians.
       weights: optional [B] per-example weights (e.g. a validity mask); the loss is their
         weighted mean.
+      fallback: see :func:`arcface_logits`.
 
     Returns:
       Scalar float32 loss.
     """
-    logits = arcface_logits(embeddings, labels, class_weights, scale, margin)
+    logits = arcface_logits(embeddings, labels, class_weights, scale, margin, fallback)
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
     if weights is None:

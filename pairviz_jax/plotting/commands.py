@@ -1,0 +1,258 @@
+"""Each figure of the paper from loaded models and images: compute the maps, draw them.
+
+These are the functions behind ``visualize.py``'s subcommands, usable from a notebook::
+
+    from pairviz_jax import plotting
+    m = plotting.load_run("workdirs/demo")
+    a, b = (plotting.read_example(r, m) for r in ("demo:test:0", "demo:test:24"))
+    plotting.save_figure(plotting.pair(m, a, b), "pair.png")
+
+Retrieval ranks the whole gallery by the embeddings' cosine similarity (one forward
+pass per image, no attention kept) and computes maps only for the top results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+from pairviz_jax import explain
+from pairviz_jax.plotting import figures
+from pairviz_jax.plotting.figures import RetrievalRow, Style
+from pairviz_jax.plotting.images import InputError
+from pairviz_jax.plotting.inputs import Example, Gallery
+from pairviz_jax.plotting.loading import LoadedModel
+
+MODERN = Style()  # the default style (a frozen dataclass, shared)
+
+__all__ = [
+    "class_maps",
+    "matrix",
+    "pair",
+    "rank",
+    "retrieval_row",
+    "retrieve",
+    "rollout",
+    "training",
+]
+
+
+def _features(m: LoadedModel, examples: Sequence[Example]) -> explain.Features:
+    """Features of each image, one forward pass per image (one compiled shape per model)."""
+    if getattr(m.model, "pool_type", "gap") != "gap":
+        raise InputError(
+            f"{m.label}: the model pools with its class token (pool_type="
+            f"{m.model.pool_type!r}) but paired maps split a mean pool (eq. 1-4); "
+            "pass --pool-type gap"
+        )
+    per_image = [
+        explain.features(m.model, m.variables, m.prepare(e.image[None]), head_fusion="mean")
+        for e in examples
+    ]
+    return jax.tree.map(lambda *x: jnp.concatenate(x), *per_image)
+
+
+def _cross(
+    m: LoadedModel, fq: explain.Features, fg: explain.Features, convention: str
+) -> dict[str, np.ndarray]:
+    """Every query x gallery pair (``explain.cross_maps``), maps upsampled to [Q, G, H, W]."""
+    out = explain.cross_maps(fq, fg, convention=convention)
+    return {
+        "maps_q": np.asarray(explain.upsample(out["maps_q"], m.image_size)),
+        "maps_g": np.asarray(explain.upsample(out["maps_g"], m.image_size)),
+        "score": np.asarray(out["score"]),
+    }
+
+
+def _pair_maps(m: LoadedModel, a: Example, b: Example, convention: str):
+    f = _features(m, [a, b])
+    out = _cross(m, f.slice(0, 1), f.slice(1, 2), convention)
+    return f, out["maps_q"][0, 0], out["maps_g"][0, 0], float(out["score"][0, 0])
+
+
+def pair(
+    m: LoadedModel, a: Example, b: Example, *, style: Style = MODERN, convention: str = "authors"
+) -> Figure:
+    """Fig. 3/4: images A and B with their paired maps A|B and B|A."""
+    _, map_a, map_b, score = _pair_maps(m, a, b, convention)
+    return figures.pair_figure(
+        a.image, b.image, map_a, map_b, score, names=(a.name, b.name), style=style
+    )
+
+
+def matrix(
+    m: LoadedModel,
+    examples: Sequence[Example],
+    *,
+    style: Style = MODERN,
+    convention: str = "authors",
+) -> Figure:
+    """Fig. 1: the N x N grid of paired maps (every pair from one forward pass per image)."""
+    if len(examples) < 2:
+        raise InputError(f"matrix: needs at least 2 images, got {len(examples)}")
+    f = _features(m, examples)
+    cross = _cross(m, f, f, convention)
+    names = [e.name for e in examples]
+    if len(set(names)) < len(names):
+        names = [chr(ord("A") + i) if i < 26 else str(i) for i in range(len(examples))]
+    return figures.matrix_figure(
+        [e.image for e in examples], cross["maps_q"], cross["score"], names=names, style=style
+    )
+
+
+def rank(
+    m: LoadedModel,
+    query: Example,
+    gallery: Gallery,
+    top: int,
+    *,
+    embeddings: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``top`` gallery indices by cosine similarity to the query (the query excluded).
+
+    Returns:
+      ``(indices [k], scores [k])``, best first.
+    """
+    if top < 1:
+        raise InputError(f"--top {top}: must be at least 1")
+    emb = gallery.embed(m) if embeddings is None else embeddings
+    q = m.embed(query.image[None])[0]
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+    scores = unit @ (q / max(float(np.linalg.norm(q)), 1e-12))
+    keep = np.asarray([e.key != query.key for e in gallery.examples])
+    if not keep.any():
+        raise InputError(f"--gallery {gallery.spec}: holds only the query itself")
+    scores = np.where(keep, scores, -np.inf)
+    order = np.argsort(-scores, kind="stable")[: min(top, int(keep.sum()))]
+    return order, scores[order]
+
+
+def retrieval_row(
+    m: LoadedModel,
+    query: Example,
+    gallery: Gallery,
+    top: int,
+    *,
+    title: str | None = None,
+    convention: str = "authors",
+) -> RetrievalRow:
+    """Ranks the gallery for one model and computes the maps of the top results."""
+    idx, _ = rank(m, query, gallery, top)
+    results = [gallery.examples[i] for i in idx]
+    out = _cross(m, _features(m, [query]), _features(m, results), convention)
+    correct = None
+    if query.label is not None:
+        correct = [r.label is not None and r.label == query.label for r in results]
+    return RetrievalRow(
+        title=title or m.label,
+        query=query.image,
+        results=[r.image for r in results],
+        maps=list(out["maps_g"][0]),
+        scores=[float(s) for s in out["score"][0]],
+        correct=correct,
+        names=[r.name for r in results],
+    )
+
+
+def retrieve(
+    rows: Sequence[tuple[LoadedModel, Example, Gallery]],
+    top: int = 4,
+    *,
+    style: Style = MODERN,
+    convention: str = "authors",
+) -> Figure:
+    """Fig. 9: a query's top-k results with their maps, one row per model.
+
+    Args:
+      rows: ``(model, query, gallery)`` per row; the query and gallery prepared at that
+        model's input size (e.g. the ViT, then the ResNet with ``--compare``).
+      top: results per row.
+      style: drawing style.
+      convention: rollout convention (``explain.paired_maps``).
+    """
+    return figures.retrieval_figure(
+        [retrieval_row(m, q, g, top, convention=convention) for m, q, g in rows], style=style
+    )
+
+
+def training(
+    rows: Sequence[tuple[LoadedModel, Example, Gallery]],
+    top: int = 3,
+    *,
+    style: Style = MODERN,
+    convention: str = "authors",
+) -> Figure:
+    """Fig. 6: a query and its top matches with maps at several checkpoints of one run."""
+    built = [
+        retrieval_row(
+            m,
+            q,
+            g,
+            top,
+            title=f"step {m.step}" if m.step is not None else m.label,
+            convention=convention,
+        )
+        for m, q, g in rows
+    ]
+    return figures.retrieval_figure(built, style=style)
+
+
+def class_maps(
+    m: LoadedModel,
+    queries: Sequence[Example],
+    gallery: Gallery,
+    *,
+    style: Style = MODERN,
+    convention: str = "authors",
+) -> Figure:
+    """Fig. 5 (Section 4.2): each query's maps summed over the gallery images of its class."""
+    images, maps, titles = [], [], []
+    fq_all = _features(m, queries)
+    for i, q in enumerate(queries):
+        if q.label is None:
+            raise InputError(
+                f"{q.key}: its class is unknown; pass --label, or use a dataset example "
+                "(NAME:SPLIT:INDEX) or a file inside a class folder of the gallery"
+            )
+        members = [
+            j for j, g in enumerate(gallery.examples) if g.label == q.label and g.key != q.key
+        ]
+        if not members:
+            raise InputError(
+                f"--gallery {gallery.spec}: no image of class {q.label} besides {q.key}"
+            )
+        fg = _features(m, [gallery.examples[j] for j in members])
+        cmap = explain.class_map(fq_all.slice(i, i + 1), fg, convention=convention)  # [1, gh, gw]
+        maps.append(np.asarray(explain.upsample(cmap, m.image_size))[0])
+        images.append(q.image)
+        fq = fq_all.slice(i, i + 1)
+        score = np.asarray(explain.cosine(fq.embedding, fg.embedding)).mean()
+        titles.append(f"{q.name}: class {q.label}\n{len(members)} images, mean {score:.3f}")
+    return figures.class_map_figure(images, maps, titles, style=style)
+
+
+def rollout(
+    m: LoadedModel, a: Example, b: Example, *, style: Style = MODERN, convention: str = "authors"
+) -> Figure:
+    """Fig. 8: the output-agnostic rollout maps of A and B beside their paired maps."""
+    if not getattr(m.model, "sows_attention", False):
+        raise InputError(
+            f"rollout: {m.label} is a {type(m.model).__name__}, which has no attention to roll out"
+        )
+    f, map_a, map_b, score = _pair_maps(m, a, b, convention)
+    roll = np.asarray(explain.upsample(explain.rollout_map(f), m.image_size))
+    return figures.rollout_figure(
+        a.image,
+        b.image,
+        roll[0],
+        roll[1],
+        map_a,
+        map_b,
+        score,
+        names=(a.name, b.name),
+        style=style,
+    )

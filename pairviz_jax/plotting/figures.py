@@ -1,0 +1,381 @@
+"""The paper's figures as matplotlib figures, from images and maps already computed.
+
+Every function takes uint8 RGB images at the model's input size [H, W, 3] and maps at
+the same size [H, W] (``upsampled_*`` of ``pairviz_jax.explain.paired_maps``, or
+``explain.upsample`` of any token map) and returns a ``matplotlib.figure.Figure``.
+Two styles:
+
+* ``"modern"`` (default): the map in a perceptual colormap (``inferno``), drawn with
+  ``alpha`` over a greyscale copy of the image, one colour scale shared by the maps of a
+  figure (so maps are comparable across panels) and a colour bar;
+* ``"paper"``: the authors' pictures (:func:`pairviz_jax.plotting.paper.paper_overlay`:
+  per-map min-max, OpenCV's JET, added onto the greyscale image); no colour bar, since
+  every map is stretched to its own range.
+
+Titles carry the cosine similarity of each pair. A green border marks a retrieved image
+whose label matches the query's (Fig. 6, Fig. 9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image
+
+from pairviz_jax.plotting.paper import paper_overlay, to_grey
+
+__all__ = [
+    "MATCH_COLOUR",
+    "STYLES",
+    "RetrievalRow",
+    "Style",
+    "class_map_figure",
+    "matrix_figure",
+    "pair_figure",
+    "retrieval_figure",
+    "rollout_figure",
+]
+
+STYLES = ("modern", "paper")
+MATCH_COLOUR = "#1a9e1a"  # the green border of a correct retrieval
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """How maps are drawn.
+
+    Attributes:
+      name: ``"modern"`` or ``"paper"``.
+      cmap: matplotlib colormap of the modern style.
+      alpha: opacity of the map over the image (modern style).
+      panel: size of one image panel in inches.
+      dpi: resolution of saved figures.
+      interpolation: matplotlib's resampling of the pictures to the screen; ``nearest``
+        shows the model's input pixels as they are (and keeps PNGs small).
+    """
+
+    name: str = "modern"
+    cmap: str = "inferno"
+    alpha: float = 0.6
+    panel: float = 1.9
+    dpi: int = 100
+    interpolation: str = "nearest"
+
+    def __post_init__(self):
+        if self.name not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {self.name!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.cmap not in matplotlib.colormaps:
+            raise ValueError(f"cmap must be a matplotlib colormap, got {self.cmap!r}")
+
+    @property
+    def colour_bar(self) -> bool:
+        return self.name == "modern"
+
+
+_DEFAULT = Style()
+
+
+def _figure(
+    rows: int, cols: int, style: Style, extra_width: float = 0.0
+) -> tuple[Figure, np.ndarray]:
+    width = cols * style.panel + extra_width
+    height = rows * (style.panel + 0.3) + 0.45
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width, height), dpi=style.dpi, squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    return fig, axes
+
+
+def _norm(maps: Sequence[np.ndarray]) -> Normalize:
+    lo = min(float(np.min(m)) for m in maps)
+    hi = max(float(np.max(m)) for m in maps)
+    if hi <= lo:
+        hi = lo + 1e-12
+    return Normalize(lo, hi)
+
+
+def _image(ax, image: np.ndarray, style: Style, title: str | None = None) -> None:
+    ax.imshow(image, interpolation=style.interpolation)
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def _overlay(ax, image, heat, style: Style, norm: Normalize | None, title: str | None = None):
+    if style.name == "paper":
+        ax.imshow(paper_overlay(image, heat), interpolation=style.interpolation)
+    else:
+        grey = to_grey(image)
+        ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation=style.interpolation)
+        ax.imshow(
+            heat, cmap=style.cmap, norm=norm, alpha=style.alpha, interpolation=style.interpolation
+        )
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def _border(ax, colour: str, width: float = 4.0) -> None:
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(width)
+
+
+def _colour_bar(fig: Figure, axes, style: Style, norm: Normalize, label: str) -> None:
+    if not style.colour_bar:
+        return
+    mappable = plt.cm.ScalarMappable(norm=norm, cmap=style.cmap)
+    bar = fig.colorbar(mappable, ax=axes, shrink=0.85, pad=0.02, aspect=25)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+
+
+_MAP_LABEL = "similarity contribution"
+
+
+def pair_figure(
+    image_a: np.ndarray,
+    image_b: np.ndarray,
+    map_a: np.ndarray,
+    map_b: np.ndarray,
+    score: float,
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    style: Style = _DEFAULT,
+) -> Figure:
+    """Fig. 3/4: the two images and their paired maps side by side.
+
+    Args:
+      image_a, image_b: uint8 [H, W, 3].
+      map_a: A's map with respect to B, [H, W].
+      map_b: B's map with respect to A, [H, W].
+      score: their cosine similarity.
+      names: what to call the images in titles.
+      style: drawing style.
+
+    Returns:
+      A figure with 4 image panels (A, A|B, B|A, B), plus a colour bar (modern style).
+    """
+    a, b = names
+    fig, axes = _figure(1, 4, style, extra_width=0.6 if style.colour_bar else 0.0)
+    norm = _norm([map_a, map_b])
+    _image(axes[0, 0], image_a, style, a)
+    _overlay(axes[0, 1], image_a, map_a, style, norm, f"{a}|{b}")
+    _overlay(axes[0, 2], image_b, map_b, style, norm, f"{b}|{a}")
+    _image(axes[0, 3], image_b, style, b)
+    _colour_bar(fig, axes[0, :], style, norm, _MAP_LABEL)
+    fig.suptitle(f"similarity {a}, {b} = {score:.3f}", fontsize=10)
+    return fig
+
+
+def matrix_figure(
+    images: Sequence[np.ndarray],
+    maps: np.ndarray,
+    scores: np.ndarray,
+    *,
+    names: Sequence[str] | None = None,
+    style: Style = _DEFAULT,
+) -> Figure:
+    """Fig. 1: N x N grid, images on the diagonal, row i column j the map i|j.
+
+    Args:
+      images: N uint8 images [H, W, 3].
+      maps: [N, N, H, W]; ``maps[i, j]`` is image i's map with respect to image j.
+      scores: [N, N] cosine similarities.
+      names: titles of the images (default A, B, C, ...).
+      style: drawing style.
+
+    Returns:
+      A figure with N * N panels, plus a colour bar (modern style).
+    """
+    n = len(images)
+    if n < 2:
+        raise ValueError(f"matrix needs at least 2 images, got {n}")
+    if maps.shape[:2] != (n, n) or np.shape(scores) != (n, n):
+        raise ValueError(f"maps must be [{n}, {n}, H, W] and scores [{n}, {n}]")
+    names = list(names) if names is not None else [chr(ord("A") + i) for i in range(n)]
+    fig, axes = _figure(n, n, style, extra_width=0.7 if style.colour_bar else 0.0)
+    norm = _norm([maps[i, j] for i in range(n) for j in range(n) if i != j])
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                _image(axes[i, j], images[i], style, names[i])
+                _border(axes[i, j], "black", 1.5)
+            else:
+                title = f"{names[i]}|{names[j]}  {scores[i, j]:.3f}"
+                _overlay(axes[i, j], images[i], maps[i, j], style, norm, title)
+    _colour_bar(fig, axes, style, norm, _MAP_LABEL)
+    return fig
+
+
+@dataclasses.dataclass
+class RetrievalRow:
+    """One row of a retrieval figure: a query and its top-k results with their maps.
+
+    Attributes:
+      title: row label (e.g. the model or the training step).
+      query: uint8 [H, W, 3].
+      results: k uint8 images [H, W, 3].
+      maps: k maps [H, W]: each result's map with respect to the query.
+      scores: k cosine similarities.
+      correct: k booleans (label matches the query's), or None when labels are unknown.
+      names: k short names for titles, or None.
+      query_map: optional [H, W] map drawn on the query (e.g. w.r.t. the top result).
+    """
+
+    title: str
+    query: np.ndarray
+    results: Sequence[np.ndarray]
+    maps: Sequence[np.ndarray]
+    scores: Sequence[float]
+    correct: Sequence[bool] | None = None
+    names: Sequence[str] | None = None
+    query_map: np.ndarray | None = None
+
+
+def retrieval_figure(rows: Sequence[RetrievalRow], *, style: Style = _DEFAULT) -> Figure:
+    """Fig. 6 / Fig. 9: per row a query and its top-k results with their maps.
+
+    Args:
+      rows: one :class:`RetrievalRow` per model (Fig. 9's ViT vs ResNet) or per
+        checkpoint (Fig. 6).
+      style: drawing style.
+
+    Returns:
+      A figure with ``len(rows) * (1 + k)`` panels (k the longest row), plus one colour
+      bar per row (modern style; maps of different models are not on one scale).
+    """
+    if not rows:
+        raise ValueError("retrieval_figure needs at least one row")
+    k = max(len(r.results) for r in rows)
+    fig, axes = _figure(len(rows), 1 + k, style, extra_width=0.7 if style.colour_bar else 0.0)
+    for r, row in enumerate(rows):
+        maps = list(row.maps) + ([row.query_map] if row.query_map is not None else [])
+        norm = _norm(maps) if maps else None
+        if row.query_map is not None:
+            _overlay(axes[r, 0], row.query, row.query_map, style, norm, "query")
+        else:
+            _image(axes[r, 0], row.query, style, "query")
+        axes[r, 0].set_ylabel(row.title, fontsize=8)
+        for i in range(k):
+            ax = axes[r, 1 + i]
+            if i >= len(row.results):
+                ax.set_axis_off()
+                continue
+            name = f"{row.names[i]}  " if row.names else f"#{i + 1}  "
+            _overlay(ax, row.results[i], row.maps[i], style, norm, f"{name}{row.scores[i]:.3f}")
+            if row.correct is not None and row.correct[i]:
+                _border(ax, MATCH_COLOUR)
+        if norm is not None:
+            _colour_bar(fig, axes[r, :], style, norm, _MAP_LABEL)
+    return fig
+
+
+def class_map_figure(
+    images: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    titles: Sequence[str],
+    *,
+    style: Style = _DEFAULT,
+) -> Figure:
+    """Fig. 5: each query image above its class similarity map (Section 4.2).
+
+    Args:
+      images: Q uint8 images [H, W, 3].
+      maps: Q class maps [H, W].
+      titles: Q titles (class and number of members).
+      style: drawing style.
+
+    Returns:
+      A figure with 2 * Q panels, plus a colour bar (modern style).
+    """
+    q = len(images)
+    if q == 0 or len(maps) != q or len(titles) != q:
+        raise ValueError("class_map_figure needs as many maps and titles as images (>= 1)")
+    fig, axes = _figure(2, q, style, extra_width=0.7 if style.colour_bar else 0.0)
+    norm = _norm(maps)
+    for i in range(q):
+        _image(axes[0, i], images[i], style, titles[i])
+        _overlay(axes[1, i], images[i], maps[i], style, norm, "class map")
+    _colour_bar(fig, axes[1, :], style, norm, "summed similarity contribution")
+    return fig
+
+
+def rollout_figure(
+    image_a: np.ndarray,
+    image_b: np.ndarray,
+    rollout_a: np.ndarray,
+    rollout_b: np.ndarray,
+    map_a: np.ndarray,
+    map_b: np.ndarray,
+    score: float,
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    style: Style = _DEFAULT,
+) -> Figure:
+    """Fig. 8: output-agnostic rollout maps beside the paired similarity maps.
+
+    Args:
+      image_a, image_b: uint8 [H, W, 3].
+      rollout_a, rollout_b: rollout maps [H, W] (``explain.rollout_map``, upsampled).
+      map_a, map_b: the paired maps [H, W] (A|B and B|A).
+      score: cosine similarity of A and B.
+      names: what to call the images.
+      style: drawing style.
+
+    Returns:
+      A figure with 2 x 3 panels (image, rollout, paired map per row), plus two colour
+      bars (modern style: rollout and similarity are on different scales).
+    """
+    a, b = names
+    fig, axes = _figure(2, 3, style, extra_width=1.4 if style.colour_bar else 0.0)
+    norm_r = _norm([rollout_a, rollout_b])
+    norm_s = _norm([map_a, map_b])
+    for r, (name, other, image, roll, sim) in enumerate(
+        [(a, b, image_a, rollout_a, map_a), (b, a, image_b, rollout_b, map_b)]
+    ):
+        _image(axes[r, 0], image, style, name)
+        _overlay(axes[r, 1], image, roll, style, norm_r, f"rollout {name}")
+        _overlay(axes[r, 2], image, sim, style, norm_s, f"{name}|{other}")
+    _colour_bar(fig, axes[:, 1], style, norm_r, "rollout relevance")
+    _colour_bar(fig, axes[:, 2], style, norm_s, _MAP_LABEL)
+    fig.suptitle(f"similarity {a}, {b} = {score:.3f}", fontsize=10)
+    return fig
+
+
+def save_figure(fig: Figure, path: str, *, pdf: bool = False, dpi: int | None = None) -> list[str]:
+    """Writes ``fig`` as PNG at ``path`` (and ``.pdf`` beside it with ``pdf``); closes it.
+
+    Returns:
+      The paths written.
+    """
+    png = path if os.path.splitext(path)[1].lower() == ".png" else path + ".png"
+    directory = os.path.dirname(os.path.abspath(png))
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    try:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi or fig.dpi)
+        with Image.open(buffer) as rgba:  # opaque figure: RGB compresses better than RGBA
+            rgba.convert("RGB").save(png, optimize=True)
+        written.append(png)
+        if pdf:
+            fig.savefig(os.path.splitext(png)[0] + ".pdf")
+            written.append(os.path.splitext(png)[0] + ".pdf")
+    finally:
+        plt.close(fig)
+    return written

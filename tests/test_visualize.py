@@ -1,0 +1,430 @@
+"""visualize.py end to end on a tiny ViT: every subcommand, both model sources, bad input.
+
+The run directory is written with the training library's own ``Checkpointer`` and
+``TrainState`` (the format ``train.py`` writes); the weight files with
+``pairviz_jax.checkpoints.save``. Subcommands run in-process (``visualize.main``) so the
+compiled functions are shared; two runs go through a real subprocess to check that
+errors reach the terminal as one line without a traceback.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import visualize
+from pairviz_jax import checkpoints, plotting
+from pairviz_jax.models import ResNet, ViT
+from pairviz_jax.models.vit import decode_variant
+from pairviz_jax.train import Checkpointer, build_model, create_train_state, make_optimizer
+from pairviz_jax.train.config import base_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 16  # the demo dataset's smallest size; a 4 x 4 token grid with patch 4
+
+
+def _random_params(model, size, seed):
+    """Random variables of ``model``'s shapes (compiling ``model.init`` is slower)."""
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda s: jnp.asarray(rng.standard_normal(s.shape).astype(np.float32) * 0.3), shapes
+    )
+
+
+def _config(variant="mu/4"):
+    c = base_config()
+    c.model.variant = variant
+    c.model.proj_dim = 8
+    c.input.name = "demo"
+    c.input.image_size = SIZE
+    c.num_classes = 24
+    return c
+
+
+def make_run(path, steps=(1, 2, 3), *, saved_variant="mu/4", config_variant="mu/4"):
+    """A train.py run directory whose checkpoints hold ``saved_variant`` parameters."""
+    model = build_model(_config(saved_variant).model)
+    config = _config(config_variant)
+    tx = make_optimizer(config)
+    ckpt = Checkpointer(os.path.join(path, "checkpoints"), save_every=1, async_save=False)
+    for step in steps:
+        params = {
+            "model": _random_params(model, SIZE, step)["params"],
+            "head": {"weights": jnp.zeros((24, 8), jnp.float32)},
+        }
+        ckpt.save(step, create_train_state(params, tx), None, config, force=True)
+    ckpt.close()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    vit = ViT(**decode_variant("mu/4"), proj_dim=8)
+    checkpoints.save(d / "vit.npz", _random_params(vit, SIZE, 7), vit)
+    tok = ViT(**decode_variant("mu/4"), proj_dim=8, class_token=True, pool_type="tok")
+    checkpoints.save(d / "vit_tok.npz", _random_params(tok, SIZE, 9), tok)
+    resnet = ResNet(block_sizes=(1, 1), width=8, num_groups=2, proj_dim=8)
+    checkpoints.save(d / "resnet.npz", _random_params(resnet, SIZE, 8), resnet)
+    return {k: str(d / f"{k}.npz") for k in ("vit", "vit_tok", "resnet")}
+
+
+@pytest.fixture(scope="module")
+def folder_gallery(tmp_path_factory):
+    """Class folders a/ and b/ with 3 demo images each, written as PNG files."""
+    from pairviz_jax.data.demo import render_example
+
+    root = tmp_path_factory.mktemp("gallery")
+    for cls, indices in (("a", (0, 24, 48)), ("b", (1, 25, 49))):
+        os.makedirs(root / cls)
+        for i in indices:
+            image = render_example("test", i, image_size=32)["image"]
+            Image.fromarray(image).save(root / cls / f"{i}.png")
+    return str(root)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The figures visualize.py saves, with their PNG paths."""
+    figs = []
+    save = plotting.save_figure
+
+    def spy(fig, path, **kw):
+        figs.append((len(fig.axes), tuple(fig.get_size_inches() * fig.dpi)))
+        return save(fig, path, **kw)
+
+    monkeypatch.setattr(plotting, "save_figure", spy)
+    return figs
+
+
+def _check_png(path, captured_layout, n_axes):
+    axes, (w, h) = captured_layout
+    assert os.path.isfile(path)
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.size == (round(w), round(h))
+    assert axes == n_axes
+
+
+def _run(argv, capsys):
+    rc = visualize.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+
+@pytest.mark.parametrize("style, n_axes", [("modern", 5), ("paper", 4)])
+def test_pair(run_dir, tmp_path, capsys, captured, style, n_axes):
+    out = tmp_path / "pair.png"
+    argv = ["pair", "demo:test:0", "demo:test:24", "--workdir", run_dir, "--out", out]
+    rc, stdout, err = _run([*argv, "--style", style, "--pdf"], capsys)
+    assert rc == 0, err
+    assert stdout.split() == [str(out), str(tmp_path / "pair.pdf")]
+    assert os.path.getsize(tmp_path / "pair.pdf") > 0
+    _check_png(out, captured[0], n_axes)  # A, A|B, B|A, B (+ colour bar)
+
+
+def test_pair_from_weight_file_and_image_files(
+    weight_files, folder_gallery, tmp_path, capsys, captured
+):
+    out = tmp_path / "pair_w.png"
+    a, b = (os.path.join(folder_gallery, "a", f) for f in ("0.png", "24.png"))
+    argv = ["pair", a, b, "--weights", weight_files["vit"], "--image-size", SIZE, "--out", out]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    _check_png(out, captured[0], 5)
+
+
+def test_matrix(run_dir, tmp_path, capsys, captured):
+    out = tmp_path / "matrix.png"
+    refs = ["demo:test:0", "demo:test:24", "demo:test:7"]
+    rc, _, err = _run(["matrix", *refs, "--workdir", run_dir, "--out", out], capsys)
+    assert rc == 0, err
+    _check_png(out, captured[0], 3 * 3 + 1)
+
+
+def test_retrieve_with_compare_and_green_borders(
+    run_dir, weight_files, folder_gallery, tmp_path, capsys, captured
+):
+    out = tmp_path / "retrieve.png"
+    query = os.path.join(folder_gallery, "a", "0.png")
+    argv = ["retrieve", query, "--gallery", folder_gallery, "--top", 4, "--workdir", run_dir]
+    argv += ["--compare", weight_files["resnet"], "--compare-image-size", SIZE, "--out", out]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    _check_png(out, captured[0], 2 * (1 + 4) + 2)  # ViT row, ResNet row, a colour bar each
+
+
+def test_retrieval_rows_mark_matching_labels(run_dir, folder_gallery):
+    m = plotting.load_run(run_dir)
+    gallery = plotting.open_gallery(folder_gallery, m)
+    query = plotting.read_example(os.path.join(folder_gallery, "a", "0.png"), m, label="a")
+    row = plotting.retrieval_row(m, query, gallery, top=5)
+    assert len(row.results) == 5  # the query itself is not in its results
+    names = row.names
+    labels = {e.name: e.label for e in gallery.examples}
+    assert "0" not in names
+    assert row.correct == [labels[n] == "a" for n in names]
+    assert sum(row.correct) == 2 and row.scores == sorted(row.scores, reverse=True)
+    np.testing.assert_allclose(
+        row.scores, plotting.rank(m, query, gallery, 5)[1], rtol=1e-4, atol=1e-5
+    )
+
+
+def test_class_map(run_dir, tmp_path, capsys, captured):
+    out = tmp_path / "class_map.png"
+    argv = ["class-map", "demo:test:0", "demo:test:1", "--gallery", "demo:test"]
+    argv += ["--gallery-size", 96, "--workdir", run_dir, "--out", out]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    _check_png(out, captured[0], 2 * 2 + 1)
+
+
+def test_training(run_dir, tmp_path, capsys, captured):
+    out = tmp_path / "training.png"
+    argv = ["training", "demo:test:0", "--gallery", "demo:test", "--gallery-size", 48]
+    argv += ["--workdir", run_dir, "--top", 3, "--out", out]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    _check_png(out, captured[0], 3 * (1 + 3) + 3)  # steps 1, 2, 3
+    rc, _, err = _run([*argv, "--steps", "1,3"], capsys)
+    assert rc == 0, err
+    _check_png(out, captured[1], 2 * (1 + 3) + 2)
+
+
+def test_rollout(run_dir, tmp_path, capsys, captured):
+    out = tmp_path / "rollout.png"
+    argv = ["rollout", "demo:test:0", "demo:test:24", "--workdir", run_dir, "--out", out]
+    rc, _, err = _run([*argv, "--step", 2], capsys)
+    assert rc == 0, err
+    _check_png(out, captured[0], 2 * 3 + 2)
+
+
+def test_rollout_needs_attention(weight_files, tmp_path, capsys):
+    argv = ["rollout", "demo:test:0", "demo:test:1", "--weights", weight_files["resnet"]]
+    rc, _, err = _run([*argv, "--image-size", SIZE, "--out", tmp_path / "r.png"], capsys)
+    assert rc == 1 and "no attention" in err and len(err.splitlines()) == 1
+
+
+def test_new_subcommands_are_a_few_lines(monkeypatch, capsys):
+    def add(p):
+        p.add_argument("word")
+
+    command = visualize.Command("say a word", add, lambda args, _: [args.word], ())
+    monkeypatch.setitem(visualize.COMMANDS, "echo", command)
+    assert visualize.main(["echo", "hi"]) == 0
+    assert capsys.readouterr().out.split() == ["hi"]
+
+
+# ----------------------------------------------------------------------------- image modes
+
+
+def test_image_modes_are_converted(run_dir, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    grey16 = Image.fromarray(rng.integers(0, 65535, (20, 20), dtype=np.uint16))
+    palette = Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).convert("P")
+    rgba = Image.fromarray(rng.integers(0, 255, (20, 20, 4), dtype=np.uint8), "RGBA")
+    grey = Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), "L")
+    paths = []
+    for name, im in (("g16", grey16), ("p", palette), ("rgba", rgba), ("l", grey)):
+        paths.append(tmp_path / f"{name}.png")
+        im.save(paths[-1])
+    out = tmp_path / "modes.png"
+    rc, _, err = _run(["matrix", *paths, "--workdir", run_dir, "--out", out], capsys)
+    assert rc == 0, err
+    assert os.path.isfile(out)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _error(argv, capsys, *needles, rc=1):
+    code = visualize.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == rc
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("visualize.py") and "Traceback" not in err
+    for needle in needles:
+        assert str(needle) in err, err
+    return err
+
+
+def test_missing_image_file(run_dir, tmp_path, capsys):
+    missing = tmp_path / "missing.png"
+    _error(["pair", missing, "demo:test:0", "--workdir", run_dir], capsys, missing, "no such file")
+
+
+def test_corrupt_image(run_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    _error(["pair", "demo:test:0", bad, "--workdir", run_dir], capsys, bad)
+
+
+def test_image_smaller_than_one_patch(run_dir, tmp_path, capsys):
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((3, 9, 3), np.uint8)).save(small)
+    _error(
+        ["pair", small, "demo:test:0", "--workdir", run_dir], capsys, small, "smaller than one 4x4"
+    )
+
+
+def test_checkpoint_that_does_not_match_its_config(tmp_path, capsys):
+    run = make_run(tmp_path / "bad_run", steps=(5,), saved_variant="mu/4", config_variant="Tiny/4")
+    err = _error(["pair", "demo:test:0", "demo:test:1", "--workdir", run], capsys, "does not match")
+    assert "Tiny/4" in err and os.path.join("checkpoints", "5") in err
+
+
+def test_run_errors(run_dir, tmp_path, capsys):
+    pair = ["pair", "demo:test:0", "demo:test:1"]
+    _error([*pair, "--workdir", tmp_path / "nowhere"], capsys, "--workdir", "no such directory")
+    os.makedirs(tmp_path / "empty")
+    _error([*pair, "--workdir", tmp_path / "empty"], capsys, "no checkpoints")
+    _error([*pair, "--workdir", run_dir, "--step", 9], capsys, "--step 9", "available: 1, 2, 3")
+    training = ["training", "demo:test:0", "--gallery", "demo:test", "--workdir", run_dir]
+    _error([*training, "--steps", "1,7"], capsys, "--steps 1,7", "no checkpoint 7")
+    _error([*training, "--steps", "one"], capsys, "--steps one", "expected integers")
+
+
+def test_weight_file_errors(tmp_path, capsys):
+    pair = ["pair", "demo:test:0", "demo:test:1"]
+    _error([*pair, "--weights", tmp_path / "none.npz"], capsys, "--weights", "no such file")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a checkpoint at all")
+    _error([*pair, "--weights", junk], capsys, "--weights", junk)
+
+
+def test_class_token_pooling_needs_pool_type_gap(weight_files, tmp_path, capsys):
+    argv = ["pair", "demo:test:0", "demo:test:1", "--weights", weight_files["vit_tok"]]
+    argv += ["--out", tmp_path / "tok.png"]
+    _error(argv, capsys, "pool_type='tok'", "--pool-type gap")
+    rc, _, err = _run([*argv, "--pool-type", "gap"], capsys)
+    assert rc == 0, err
+
+
+def test_model_options(weight_files, capsys):
+    assert plotting.parse_model_options(["num_groups=8", "keep_class_token=False", "x=ab"]) == {
+        "num_groups": 8,
+        "keep_class_token": False,
+        "x": "ab",
+    }
+    argv = ["pair", "demo:test:0", "demo:test:1", "--weights", weight_files["resnet"]]
+    _error([*argv, "--model-option", "num_groups"], capsys, "--model-option num_groups")
+    # A ResNet with the wrong number of groups for its channels: named, with the fix.
+    err = _error([*argv, "--model-option", "num_groups=3"], capsys, weight_files["resnet"])
+    assert "num_groups" in err
+
+
+def test_bad_dataset_references(run_dir, capsys):
+    _error(["pair", "demo:test:99999", "demo:test:0", "--workdir", run_dir], capsys, "out of range")
+    argv = ["retrieve", "demo:test:0", "--gallery", "nowhere", "--workdir", run_dir]
+    _error(argv, capsys, "--gallery nowhere")
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["pair", "a.png", "b.png", "--workdir", "w", "--frob"], "unrecognized arguments: --frob"),
+        (["pair", "a.png", "b.png"], "one of the arguments --workdir --weights is required"),
+        (["pair", "a.png", "b.png", "--workdir", "w", "--step", "x"], "--step: invalid int"),
+        (["pair", "a", "b", "--workdir", "w", "--style", "neon"], "--style: invalid choice"),
+        ([], "required: SUBCOMMAND"),
+    ],
+)
+def test_command_line_errors_are_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as info:
+        visualize.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_option_values_are_checked(run_dir, capsys):
+    pair = ["pair", "demo:test:0", "demo:test:1", "--workdir", run_dir]
+    _error([*pair, "--cmap", "nocolours"], capsys, "--cmap nocolours")
+    _error([*pair, "--alpha", "2"], capsys, "--alpha 2")
+
+
+@pytest.mark.parametrize(
+    "argv, rc, needle",
+    [
+        (["bogus-subcommand"], 2, "invalid choice"),
+        (["pair", "missing_a.png", "missing_b.png", "--workdir", "."], 1, "no checkpoints"),
+    ],
+)
+def test_terminal_sees_one_line_and_exit_status(argv, rc, needle):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "visualize.py"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == rc
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def test_demo_renders_every_figure_from_an_existing_run(run_dir, tmp_path, capsys):
+    from pairviz_jax.plotting import demo
+
+    out = tmp_path / "demo"
+    argv = ["demo", "--workdir", run_dir, "--out", out, "--gallery-size", 96]
+    rc, stdout, err = _run(argv, capsys)
+    assert rc == 0, err
+    assert "train.py" not in err  # a checkpoint exists: no training
+    assert sorted(os.path.basename(p) for p in stdout.split()) == sorted(demo.FIGURES)
+    for name in demo.FIGURES:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and min(im.size) > 100
+
+
+def test_demo_trains_with_train_py_when_there_is_no_checkpoint(tmp_path):
+    from pairviz_jax.plotting import demo
+
+    log = tmp_path / "argv.txt"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/sh\necho "$@" > {log}\nexit 3\n')
+    fake_python.chmod(0o755)
+    config = os.path.join(ROOT, "configs", "demo.py")
+    with pytest.raises(plotting.InputError, match="exit status 3"):
+        demo.train_if_needed(str(tmp_path / "run"), config, python=str(fake_python))
+    argv = log.read_text().split()
+    assert argv == [
+        os.path.join(ROOT, "train.py"),
+        "--config",
+        config,
+        "--workdir",
+        str(tmp_path / "run"),
+    ]
+    with pytest.raises(plotting.InputError, match="no such file"):
+        demo.train_if_needed(str(tmp_path / "run"), str(tmp_path / "nope.py"))
+
+
+def test_query_label_comes_from_the_class_folder(folder_gallery, run_dir):
+    m = plotting.load_run(run_dir)
+    gallery = plotting.open_gallery(folder_gallery, m)
+    args = visualize.build_parser().parse_args(
+        ["retrieve", "q.png", "--gallery", folder_gallery, "--workdir", run_dir]
+    )
+    assert visualize._query_label(args, os.path.join(folder_gallery, "b", "1.png"), gallery) == "b"
+    assert visualize._query_label(args, "/elsewhere/q.png", gallery) is None
+    args.label = "a"
+    assert visualize._query_label(args, "/elsewhere/q.png", gallery) == "a"
