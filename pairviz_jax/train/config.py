@@ -78,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
     # More evaluations, logged as eval_<name>/...: name -> {"split": ..., "options": {...}}
     # (options replace config.input.options for that split).
     c.eval.extra = {}
+    c.eval.options = None  # make_dataset arguments of the main split; None: input.options
 
     c.log_every = 50  # progress line + metrics.jsonl record
     c.eval_every = 5000  # 0: only at the end; negative: never

@@ -102,7 +102,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Retrieval metrics of the evaluation split(s), every item a query against all others.
 
-    The main split (``config.input.eval_split``) gives ``eval/<metric>``; each entry
+    The main split (``config.input.eval_split``, read with ``config.eval.options`` if set,
+    else ``config.input.options``) gives ``eval/<metric>``; each entry
     ``name: {"split": ..., "options": {...}}`` of ``config.eval.extra`` gives
     ``eval_<name>/<metric>`` (e.g. held-out images of the training classes).
 
@@ -110,7 +111,8 @@ def evaluate(
       ``{"eval/recall@k": ..., "eval/map@r": ..., ...}``, the same on every process.
     """
     local = sharding.local_batch_size(int(config.eval.batch_size), mesh)
-    jobs = [("eval", None, None)]
+    main_options = config.eval.get("options")
+    jobs = [("eval", None, None if main_options is None else dict(main_options))]
     for name, job in (config.eval.get("extra") or {}).items():
         jobs.append((f"eval_{name}", job["split"], dict(job.get("options") or {})))
     out: dict[str, float] = {}
