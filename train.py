@@ -1,4 +1,4 @@
-"""Trains a retrieval model: ``python train.py --config configs/demo.py --workdir runs/demo``.
+"""Trains a retrieval model: ``python train.py --config configs/demo.py --workdir workdirs/demo``.
 
 Flags only; everything else is ``pairviz_jax.train``. Config fields are overridden on the
 command line (``--config.batch_size=256``, ``--config.init_from=/path/ViT-B_16.npz``); a config
