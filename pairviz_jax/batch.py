@@ -1104,8 +1104,8 @@ def run_batch(
 
     mine = [s for s in range(pid, num_shards, nproc) if not layout.done(s)]
     share = sum(min(shard_size, total - s * shard_size) for s in range(pid, num_shards, nproc))
-    todo = sum(min(shard_size, total - s * shard_size) for s in mine)
-    bar = Progress(share, share - todo, sys.stderr if progress and pid == 0 else None)
+    remaining = sum(min(shard_size, total - s * shard_size) for s in mine)
+    bar = Progress(share, share - remaining, sys.stderr if progress and pid == 0 else None)
 
     def calls() -> Iterator[tuple[int, np.ndarray, np.ndarray, Any, bool]]:
         for s in mine:

@@ -202,17 +202,26 @@ def _folder_gallery(root: str, model: LoadedModel, limit: int | None) -> Gallery
         except InputError as e:
             return None, (path, str(e))
 
+    examples, skipped = _read_all(read, files)
+    if not examples:
+        raise InputError(f"--gallery {root}: none of its {len(files)} images can be read")
+    return Gallery(root, examples, skipped)
+
+
+def _read_all(read, items) -> tuple[list, list]:
+    """Runs ``read(item) -> (example, None) | (None, (where, why))`` on a thread pool.
+
+    Returns the readable examples in order and the skipped ``(where, why)``, each warned about.
+    """
     examples, skipped = [], []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for ex, bad in pool.map(read, files):
+        for ex, bad in pool.map(read, items):
             if ex is not None:
                 examples.append(ex)
             else:
                 skipped.append(bad)
                 _warn(*bad)
-    if not examples:
-        raise InputError(f"--gallery {root}: none of its {len(files)} images can be read")
-    return Gallery(root, examples, skipped)
+    return examples, skipped
 
 
 def _dataset_gallery(
@@ -230,14 +239,7 @@ def _dataset_gallery(
         except InputError as e:
             return None, (where, str(e))
 
-    examples, skipped = [], []
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for ex, bad in pool.map(read, range(n)):
-            if ex is not None:
-                examples.append(ex)
-            else:
-                skipped.append(bad)
-                _warn(*bad)
+    examples, skipped = _read_all(read, range(n))
     if not examples:
         raise InputError(f"--gallery {name}:{split}: no readable examples")
     return Gallery(f"{name}:{split}", examples, skipped)
