@@ -349,6 +349,11 @@ def _evaluate_args(p):
     p.add_argument("--pairs", type=int, default=128, help="same-class pairs of the demo test split")
     p.add_argument("--steps", type=int, default=16, help="points of the curves, minus one")
     p.add_argument("--baseline", choices=("mean", "blur"), default="mean", help="deleted patches")
+    p.add_argument(
+        "--distractor",
+        action="store_true",
+        help="image A also shows a glyph of another class (is the map about the pair?)",
+    )
     p.add_argument("--out", default=os.path.join("out", "evaluate.png"), help="curves PNG")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
@@ -358,10 +363,14 @@ def _evaluate(args, plotting):
 
     m = _model(args, plotting)
     try:
-        result = evaluate.evaluate_demo(m, args.pairs, steps=args.steps, baseline=args.baseline)
+        result = evaluate.evaluate_demo(
+            m, args.pairs, steps=args.steps, baseline=args.baseline, distractor=args.distractor
+        )
     except ValueError as e:
         raise plotting.InputError(str(e)) from None
     print(result.table())
+    print("\nPaired differences (mean ± standard error over the same pairs; > 0: paired better)")
+    print(result.comparisons())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     return [evaluate.plot_curves(result, args.out, title=m.label)]
 

@@ -26,6 +26,18 @@ a ``random`` map (uniform noise, one per pair) and the output-agnostic
     (Wang et al. 2020, Score-CAM's energy-based pointing game), *pointing
     game* whether its maximum falls inside the mask. A random map scores
     about the mask's share of the image.
+
+(c) **Shared or distractor** (``distractor=True``): image A shows the glyph
+    it shares with B *and* a glyph of another class in the other half
+    (``data.demo.render_with_distractor``), equally salient but shared with
+    nothing. (b) is then measured on the shared glyph's mask, and
+    ``shared_share`` is the map's mass on the shared glyph over its mass on
+    both glyphs: 0.5 is a map that cannot tell them apart. Only a map that
+    depends on B can do better than 0.5 in expectation; this is the
+    paper's claim for paired maps against output-agnostic rollout (its
+    Fig. 8), measured. With one glyph per image the shared object is also
+    the only salient one, so rollout, which finds salient objects, already
+    marks it.
 """
 
 from __future__ import annotations
@@ -44,13 +56,14 @@ from pairviz_jax import explain
 Array = jax.Array
 
 KINDS = ("authors", "transpose", "rollout", "random")
-METRICS = ("deletion_auc", "insertion_auc", "energy_in_mask", "pointing_game")
+METRICS = ("deletion_auc", "insertion_auc", "energy_in_mask", "pointing_game", "shared_share")
 # Which way is better for each metric.
 HIGHER_IS_BETTER = {
     "deletion_auc": False,
     "insertion_auc": True,
     "energy_in_mask": True,
     "pointing_game": True,
+    "shared_share": True,
 }
 
 
@@ -126,6 +139,22 @@ def auc(curves: np.ndarray) -> np.ndarray:
     c = np.asarray(curves, np.float64)
     s = c.shape[-1] - 1
     return (c[..., 1:] + c[..., :-1]).sum(-1) / (2 * s)
+
+
+def shared_share(maps: np.ndarray, shared: np.ndarray, distractor: np.ndarray) -> np.ndarray:
+    """Mass of each min-max-normalised map on the shared mask over its mass on both masks.
+
+    Args:
+      maps: [B, gh, gw] token-grid maps; upsampled to the masks' size.
+      shared, distractor: bool [B, H, W] disjoint masks.
+
+    Returns:
+      [B] in [0, 1]; 0.5 where the map has no mass on either.
+    """
+    up = _normalised_pixels(maps, shared.shape[1:])
+    on_shared = (up * shared).sum((1, 2))
+    on_both = on_shared + (up * distractor).sum((1, 2))
+    return np.where(on_both > 1e-12, on_shared / np.maximum(on_both, 1e-12), 0.5)
 
 
 def energy_in_mask(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -234,6 +263,36 @@ class Faithfulness:
                 out[kind][name] = (float(v.mean()), sem)
         return out
 
+    def difference(self, kind: str, other: str, metric: str) -> tuple[float, float]:
+        """Mean and standard error of ``metric[kind] - metric[other]`` over the same pairs.
+
+        Paired: each pair is compared with itself, so the error is that of the per-pair
+        differences, smaller than the two columns' errors combined when they co-vary.
+        """
+        d = np.asarray(self.metrics[kind][metric], np.float64) - np.asarray(
+            self.metrics[other][metric], np.float64
+        )
+        sem = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+        return float(d.mean()), sem
+
+    def comparisons(self, kinds: Sequence[str] = ("transpose", "authors")) -> str:
+        """Paired differences of each paired-map kind against each baseline, one line each,
+        with the sign turned so that positive means the paired map is better."""
+        lines = []
+        for kind in kinds:
+            for base in ("rollout", "random"):
+                if kind not in self.metrics or base not in self.metrics:
+                    continue
+                cells = []
+                for m in METRICS:
+                    if m not in self.metrics[kind]:
+                        continue
+                    mean, sem = self.difference(kind, base, m)
+                    sign = 1.0 if HIGHER_IS_BETTER[m] else -1.0
+                    cells.append(f"{m} {sign * mean:+.4f} ± {sem:.4f}")
+                lines.append(f"{kind} better than {base} by: " + ", ".join(cells))
+        return "\n".join(lines)
+
     def table(self) -> str:
         """The summary as a Markdown table (mean +- standard error; best per column in bold)."""
         summ = self.summary()
@@ -276,6 +335,7 @@ def faithfulness(
     images_a: np.ndarray,
     images_b: np.ndarray,
     masks_a: np.ndarray | None = None,
+    distractor_masks_a: np.ndarray | None = None,
     *,
     kinds: Sequence[str] = KINDS,
     steps: int = 16,
@@ -290,6 +350,8 @@ def faithfulness(
       images_a: [B, H, W, C] normalised images A (the maps explain A).
       images_b: [B, H, W, C] normalised images B.
       masks_a: bool [B, H, W] object masks of A, or None to skip (b).
+      distractor_masks_a: bool [B, H, W] masks of A's distractor objects, or None
+        to skip (c); needs ``masks_a``.
       kinds: which maps: ``authors``, ``transpose`` (paired maps, eq. 6 either
         way), ``rollout`` (output-agnostic), ``random``.
       steps: points of the deletion/insertion curves minus one.
@@ -308,6 +370,11 @@ def faithfulness(
     if images_a.shape != images_b.shape:
         raise ValueError(f"images_a {images_a.shape} and images_b {images_b.shape} differ")
     b = len(images_a)
+    for name, m in (("masks_a", masks_a), ("distractor_masks_a", distractor_masks_a)):
+        if m is not None and np.shape(m) != images_a.shape[:3]:
+            raise ValueError(f"{name} must be [B, H, W] = {images_a.shape[:3]}, got {np.shape(m)}")
+    if distractor_masks_a is not None and masks_a is None:
+        raise ValueError("distractor_masks_a needs masks_a (the shared objects' masks)")
     embed_jit = _embed_fn(model)
     embed = lambda x: np.asarray(embed_jit(variables, jnp.asarray(x)))
     emb_b = np.concatenate([embed(images_b[s : s + batch_size]) for s in range(0, b, batch_size)])
@@ -361,6 +428,9 @@ def faithfulness(
             masks = np.asarray(masks_a, bool)
             metrics[k]["energy_in_mask"] = energy_in_mask(m, masks)
             metrics[k]["pointing_game"] = pointing_game(m, masks).astype(np.float64)
+        if distractor_masks_a is not None:
+            d = np.asarray(distractor_masks_a, bool)
+            metrics[k]["shared_share"] = shared_share(m, np.asarray(masks_a, bool), d)
     return Faithfulness(curves=curves, metrics=metrics, scores=scores)
 
 
@@ -372,11 +442,14 @@ def demo_pairs(
     split: str = "test",
     seed: int = 0,
     examples_per_class: int | None = None,
+    distractor: bool = False,
 ) -> dict[str, np.ndarray]:
     """Pairs of demo images showing the same glyph class, with A's object mask.
 
     Pair i is (example i, example i + C) of the split, C its number of classes
-    (the demo's classes interleave, so both show the same glyph).
+    (the demo's classes interleave, so both show the same glyph). With
+    ``distractor``, A is instead ``demo.render_with_distractor(split, i)``: the
+    same class's glyph next to a glyph of another class.
 
     Args:
       num_pairs: how many pairs (at most the split's size minus C).
@@ -385,10 +458,12 @@ def demo_pairs(
       split: ``"test"`` (classes unseen in training) or ``"train"``.
       seed: the demo dataset's content seed.
       examples_per_class: demo size (default the dataset's).
+      distractor: A shows a distractor glyph too.
 
     Returns:
       ``{"images_a", "images_b": normalised float32 [P, S, S, 3], "masks_a": bool
-      [P, S, S], "uint8_a", "uint8_b": uint8 [P, S, S, 3], "labels": int32 [P]}``.
+      [P, S, S], "uint8_a", "uint8_b": uint8 [P, S, S, 3], "labels": int32 [P]}``,
+      with ``distractor``: also ``"distractor_masks_a"`` bool [P, S, S].
     """
     from pairviz_jax.data import demo, preprocess
 
@@ -398,11 +473,18 @@ def demo_pairs(
     c = src.num_classes
     if not 0 < num_pairs <= len(src) - c:
         raise ValueError(f"demo {split} has room for {len(src) - c} pairs, asked {num_pairs}")
-    a = demo.materialize(src, range(num_pairs))
+    if distractor:
+        drawn = [
+            demo.render_with_distractor(split, i, image_size=image_size, seed=seed)
+            for i in range(num_pairs)
+        ]
+        a = {k: np.stack([e[k] for e in drawn]) for k in drawn[0]}
+    else:
+        a = demo.materialize(src, range(num_pairs))
     b = demo.materialize(src, range(c, c + num_pairs))
     assert (a["label"] == b["label"]).all()
     mean, std = normalization or preprocess.NORMALIZATION["demo"]
-    return {
+    out = {
         "images_a": preprocess.normalize(a["image"], mean, std),
         "images_b": preprocess.normalize(b["image"], mean, std),
         "masks_a": a["mask"],
@@ -410,6 +492,9 @@ def demo_pairs(
         "uint8_b": b["image"],
         "labels": a["label"],
     }
+    if distractor:
+        out["distractor_masks_a"] = a["distractor_mask"]
+    return out
 
 
 def evaluate_demo(
@@ -419,6 +504,7 @@ def evaluate_demo(
     steps: int = 16,
     baseline: str = "mean",
     seed: int = 0,
+    distractor: bool = False,
 ) -> Faithfulness:
     """:func:`faithfulness` of a demo model on same-class pairs of the demo test split.
 
@@ -427,15 +513,16 @@ def evaluate_demo(
         ``image_size``, ``mean``, ``std``).
       num_pairs: pairs (``demo_pairs``); at most 744 with the default demo size.
       steps, baseline, seed: as :func:`faithfulness`.
+      distractor: A also shows a glyph of another class (module docstring, (c)).
 
     Returns:
-      :class:`Faithfulness` with all four metrics.
+      :class:`Faithfulness` with all metrics (``shared_share`` with ``distractor``).
     """
     h, w = loaded.image_size
     if h != w:
         raise ValueError(f"the demo images are square; this model takes {h}x{w}")
     norm = None if loaded.mean is None else (loaded.mean, loaded.std)
-    data = demo_pairs(num_pairs, image_size=h, normalization=norm)
+    data = demo_pairs(num_pairs, image_size=h, normalization=norm, distractor=distractor)
     if loaded.mean is None:
         data["images_a"] = data["uint8_a"].astype(np.float32) / 255.0
         data["images_b"] = data["uint8_b"].astype(np.float32) / 255.0
@@ -445,6 +532,7 @@ def evaluate_demo(
         data["images_a"],
         data["images_b"],
         data["masks_a"],
+        data.get("distractor_masks_a"),
         steps=steps,
         baseline=baseline,
         seed=seed,

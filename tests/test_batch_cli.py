@@ -62,4 +62,9 @@ def test_evaluate_subcommand_prints_the_table_and_plots(tiny_model, tmp_path, ca
     assert visualize.main(argv) == 0
     out = capsys.readouterr().out
     assert "| paired, authors (R @ gamma) |" in out and "pointing_game" in out
+    assert "transpose better than rollout by: deletion_auc" in out
+    assert "shared_share" not in out
     assert out.strip().endswith(png) and os.path.getsize(png) > 1000
+    # The distractor images need 32 px; this model takes 16: one clear line, exit 1.
+    assert visualize.main(argv + ["--distractor"]) == 1
+    assert "image_size >= 32" in capsys.readouterr().err

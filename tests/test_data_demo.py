@@ -80,3 +80,24 @@ def test_bad_arguments():
         demo.render_example("train", 0, image_size=8)
     with pytest.raises(ValueError, match="examples_per_class"):
         demo.DemoSource("train", examples_per_class=0)
+
+
+def test_distractor_images_hold_two_glyphs_in_opposite_halves():
+    for index in range(24):
+        ex = demo.render_with_distractor("test", index, image_size=48, seed=3)
+        again = demo.render_with_distractor("test", index, image_size=48, seed=3)
+        np.testing.assert_array_equal(ex["image"], again["image"])
+        assert ex["label"] == 24 + index % 24 and ex["distractor_label"] != ex["label"]
+        assert 24 <= ex["distractor_label"] < 48
+        shared, other = ex["mask"], ex["distractor_mask"]
+        assert shared.any() and other.any() and not (shared & other).any()
+        # One glyph per half, left/right or top/bottom.
+        ys, xs = np.nonzero(shared)
+        yd, xd = np.nonzero(other)
+        split_x = xs.max() < 24 <= xd.min() or xd.max() < 24 <= xs.min()
+        split_y = ys.max() < 24 <= yd.min() or yd.max() < 24 <= ys.min()
+        assert split_x or split_y
+    with pytest.raises(ValueError, match="split"):
+        demo.render_with_distractor("val", 0)
+    with pytest.raises(ValueError, match="at least|>= 32"):
+        demo.render_with_distractor("test", 0, image_size=24)

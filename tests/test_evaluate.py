@@ -59,6 +59,13 @@ def test_auc_energy_and_pointing_by_hand():
     )
     np.testing.assert_allclose(ev.energy_in_mask(maps, mask), [1.0, 0.25, 0.0], atol=1e-6)
     np.testing.assert_array_equal(ev.pointing_game(maps, mask), [True, True, False])
+    other = np.zeros((3, 2, 2), bool)
+    other[:, 1, 1] = True
+    # min-max normalised: [1 0; 0 0] -> all on the shared mask; flat -> half each;
+    # [0 1; .5 0] -> 0 on both masks after normalisation (its minimum is 0 there) -> 0.5.
+    np.testing.assert_allclose(ev.shared_share(maps, mask, other), [1.0, 0.5, 0.5], atol=1e-6)
+    lopsided = np.asarray([[[1.0, 0.0], [0.0, 3.0]]])
+    np.testing.assert_allclose(ev.shared_share(lopsided, mask[:1], other[:1]), [0.25], atol=1e-6)
 
 
 def test_blur_baseline_keeps_constant_images_and_smooths_edges():
@@ -72,13 +79,22 @@ def test_blur_baseline_keeps_constant_images_and_smooths_edges():
         ev.baseline_images(x, "noise", 2)
 
 
+PAIRS = 12
+
+
 @pytest.fixture(scope="module")
 def tiny_result():
     model = ViT(**decode_variant("mu/4"), proj_dim=8)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 3)))
-    data = ev.demo_pairs(6, image_size=16)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))
+    data = ev.demo_pairs(PAIRS, image_size=32, distractor=True)
     result = ev.faithfulness(
-        model, variables, data["images_a"], data["images_b"], data["masks_a"], steps=4
+        model,
+        variables,
+        data["images_a"],
+        data["images_b"],
+        data["masks_a"],
+        data["distractor_masks_a"],
+        steps=4,
     )
     return model, variables, data, result
 
@@ -92,16 +108,16 @@ def test_faithfulness_curves_share_their_endpoints(tiny_result):
     np.testing.assert_allclose(r.scores, cos, atol=1e-5)
     for kind in ev.KINDS:
         d, i = r.curves[kind]["deletion"], r.curves[kind]["insertion"]
-        assert d.shape == i.shape == (6, 5)
+        assert d.shape == i.shape == (PAIRS, 5)
         np.testing.assert_allclose(d[:, 0], cos, atol=1e-5)  # nothing removed yet
         np.testing.assert_allclose(i[:, -1], cos, atol=1e-5)  # everything revealed
         np.testing.assert_allclose(d[:, -1], r.curves["random"]["deletion"][:, -1], atol=1e-6)
+        assert set(r.metrics[kind]) == set(ev.METRICS)
         for m in ev.METRICS:
             v = r.metrics[kind][m]
-            assert v.shape == (6,) and np.isfinite(v).all()
-        assert (
-            (r.metrics[kind]["energy_in_mask"] >= 0) & (r.metrics[kind]["energy_in_mask"] <= 1)
-        ).all()
+            assert v.shape == (PAIRS,) and np.isfinite(v).all()
+        for m in ("energy_in_mask", "shared_share"):
+            assert ((r.metrics[kind][m] >= 0) & (r.metrics[kind][m] <= 1)).all()
     table = r.table()
     assert table.count("\n") == 5 and "**" in table and "deletion_auc" in table
 
@@ -125,6 +141,31 @@ def test_plot_curves_writes_a_png(tiny_result, tmp_path):
 def test_demo_pairs_are_same_class_with_masks():
     d = ev.demo_pairs(30, image_size=16)
     assert d["images_a"].shape == (30, 16, 16, 3) and d["masks_a"].shape == (30, 16, 16)
-    assert d["masks_a"].any(axis=(1, 2)).all()
+    assert d["masks_a"].any(axis=(1, 2)).all() and "distractor_masks_a" not in d
+    d = ev.demo_pairs(30, image_size=32, distractor=True)
+    shared, other = d["masks_a"], d["distractor_masks_a"]
+    assert shared.any(axis=(1, 2)).all() and other.any(axis=(1, 2)).all()
+    assert not (shared & other).any()
     with pytest.raises(ValueError, match="room"):
         ev.demo_pairs(10_000, image_size=16)
+
+
+def test_faithfulness_rejects_masks_of_the_wrong_shape(tiny_result):
+    model, variables, data, _ = tiny_result
+    a, b, m = data["images_a"], data["images_b"], data["masks_a"]
+    with pytest.raises(ValueError, match="masks_a must be"):
+        ev.faithfulness(model, variables, a, b, m[:, :8])
+    with pytest.raises(ValueError, match="needs masks_a"):
+        ev.faithfulness(model, variables, a, b, None, m)
+
+
+def test_paired_differences_are_per_pair_with_the_better_direction_positive(tiny_result):
+    r = tiny_result[3]
+    d = r.metrics["transpose"]["deletion_auc"] - r.metrics["rollout"]["deletion_auc"]
+    mean, sem = r.difference("transpose", "rollout", "deletion_auc")
+    np.testing.assert_allclose(mean, d.mean(), rtol=1e-12)
+    np.testing.assert_allclose(sem, d.std(ddof=1) / math.sqrt(len(d)), rtol=1e-12)
+    text = r.comparisons()
+    assert text.count("\n") == 3 and "transpose better than rollout" in text
+    # deletion: lower is better, so "better by" is rollout minus transpose.
+    assert f"deletion_auc {-mean:+.4f}" in text.splitlines()[0]
