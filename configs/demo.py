@@ -17,12 +17,12 @@ projected to a 64-d embedding, mean-pooled. Loss: ArcFace with m = 0 (a normalis
 and s = 8; with a margin (m = 0.3) the from-scratch model barely leaves the chance loss in
 this budget, and s = 16 gives Recall@1 .48 unseen / .56 seen with three times the mean
 cosine between different classes (.22 vs .07), a pair-independent part of every score that
-the paired maps then spread over the background. Optimiser: AdamW, 1-cycle schedule with a 10% warm-up to lr 1e-3 (SGD, the
-paper's choice for fine-tuning pretrained weights, did not get a from-scratch ViT off the
-ground in this budget). Depth 2 rather than 4 at the same cost: the 4-block model (width 64)
-learns about as well (Recall@1 .44 unseen) but mixes tokens so thoroughly that every row
-of its rollout is nearly the same (mean row cosine .87 vs .32), so its paired maps equal
-the rollout map (correlation .999) whatever the pair.
+the paired maps then spread over the background. Optimiser: AdamW, 1-cycle schedule with a
+10% warm-up to lr 1e-3 (SGD, the paper's choice for fine-tuning pretrained weights, did not
+get a from-scratch ViT off the ground in this budget). Depth 2 rather than 4 at the same
+cost: the 4-block model (width 64) learns about as well (Recall@1 .44 unseen) but mixes
+tokens so thoroughly that every row of its rollout is nearly the same (mean row cosine .87
+vs .32), so its paired maps equal the rollout map (correlation .999) whatever the pair.
 
 Measured (seed 0, 3,500 steps of 64, 2 CPU cores, 7.9 steps/s, 444 s wall clock
 including evaluations and checkpoints):
