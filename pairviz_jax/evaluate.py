@@ -151,10 +151,7 @@ def shared_share(maps: np.ndarray, shared: np.ndarray, distractor: np.ndarray) -
     Returns:
       [B] in [0, 1]; 0.5 where the map has no mass on either.
     """
-    up = _normalised_pixels(maps, shared.shape[1:])
-    on_shared = (up * shared).sum((1, 2))
-    on_both = on_shared + (up * distractor).sum((1, 2))
-    return np.where(on_both > 1e-12, on_shared / np.maximum(on_both, 1e-12), 0.5)
+    return _shared_share(_normalised_pixels(maps, shared.shape[1:]), shared, distractor)
 
 
 def energy_in_mask(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -167,13 +164,29 @@ def energy_in_mask(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     Returns:
       [B] in [0, 1] (a constant map gives the mask's share of the image).
     """
-    up = _normalised_pixels(maps, masks.shape[1:])
-    return (up * masks).sum((1, 2)) / np.maximum(up.sum((1, 2)), 1e-12)
+    return _energy_in_mask(_normalised_pixels(maps, masks.shape[1:]), masks)
 
 
 def pointing_game(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Whether each upsampled map's maximum falls inside its mask, bool [B]."""
-    up = _normalised_pixels(maps, masks.shape[1:])
+    return _pointing_game(_normalised_pixels(maps, masks.shape[1:]), masks)
+
+
+# The same three on maps already upsampled and normalised (``_normalised_pixels``), so that
+# ``faithfulness`` upsamples each map once for all of them.
+
+
+def _shared_share(up: np.ndarray, shared: np.ndarray, distractor: np.ndarray) -> np.ndarray:
+    on_shared = (up * shared).sum((1, 2))
+    on_both = on_shared + (up * distractor).sum((1, 2))
+    return np.where(on_both > 1e-12, on_shared / np.maximum(on_both, 1e-12), 0.5)
+
+
+def _energy_in_mask(up: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    return (up * masks).sum((1, 2)) / np.maximum(up.sum((1, 2)), 1e-12)
+
+
+def _pointing_game(up: np.ndarray, masks: np.ndarray) -> np.ndarray:
     flat = up.reshape(len(up), -1).argmax(1)
     return masks.reshape(len(masks), -1)[np.arange(len(masks)), flat]
 
@@ -426,11 +439,12 @@ def faithfulness(
         }
         if masks_a is not None:
             masks = np.asarray(masks_a, bool)
-            metrics[k]["energy_in_mask"] = energy_in_mask(m, masks)
-            metrics[k]["pointing_game"] = pointing_game(m, masks).astype(np.float64)
-        if distractor_masks_a is not None:
-            d = np.asarray(distractor_masks_a, bool)
-            metrics[k]["shared_share"] = shared_share(m, np.asarray(masks_a, bool), d)
+            up = _normalised_pixels(m, masks.shape[1:])  # once for every mask measure
+            metrics[k]["energy_in_mask"] = _energy_in_mask(up, masks)
+            metrics[k]["pointing_game"] = _pointing_game(up, masks).astype(np.float64)
+            if distractor_masks_a is not None:
+                d = np.asarray(distractor_masks_a, bool)
+                metrics[k]["shared_share"] = _shared_share(up, masks, d)
     return Faithfulness(curves=curves, metrics=metrics, scores=scores)
 
 

@@ -11,7 +11,7 @@ from pairviz_jax import checkpoints
 from pairviz_jax.train import Checkpointer, load_params, train_and_evaluate
 from pairviz_jax.train import input as input_lib
 from pairviz_jax.train import state as state_lib
-from pairviz_jax.train.config import base_config
+from pairviz_jax.train.config import base_config, override
 
 
 def tiny(**overrides):
@@ -23,13 +23,7 @@ def tiny(**overrides):
     c.checkpoint_every, c.log_every, c.eval_every = 2, 2, 2
     c.eval.ks = (1, 4)
     c.optim.lr, c.loss.scale = 0.1, 16.0
-    for k, v in overrides.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return override(c, **overrides)
 
 
 ONE = jax.devices()[:1]

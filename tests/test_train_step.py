@@ -8,7 +8,7 @@ import pytest
 
 from pairviz_jax.train import input as input_lib
 from pairviz_jax.train import loop, sharding
-from pairviz_jax.train.config import base_config
+from pairviz_jax.train.config import base_config, override
 from pairviz_jax.train.state import make_optimizer
 
 
@@ -24,13 +24,7 @@ def tiny_config(loss="arcface", **overrides):
     c.loss.name = loss
     c.loss.scale = 16.0
     c.loss.head_lr_mult = 10.0
-    for k, v in overrides.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return override(c, **overrides)
 
 
 def _batches(config, n):

@@ -89,6 +89,24 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def override(config: ml_collections.ConfigDict, **dotted) -> ml_collections.ConfigDict:
+    """Sets fields by dotted name, like ``--config.optim.lr=0.02`` on the command line.
+
+    ``override(c, **{"optim.lr": 0.02, "model.dropout": 0.1})``; a field the config does
+    not have yet is added (``config.model`` fields are passed on to the module).
+
+    Returns:
+      ``config``, modified in place.
+    """
+    for key, value in dotted.items():
+        node = config
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return config
+
+
 PAPER_MODELS = ("vit_b16", "vit_b32", "bit_r101")
 
 
