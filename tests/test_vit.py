@@ -147,7 +147,7 @@ def test_bad_configs_and_images_raise_clearly():
             jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3))
         )
     with pytest.raises(ValueError, match="pool_type"):
-        ViT(**decode_variant("mu/4"), pool_type="map").init(
+        ViT(**decode_variant("mu/4"), pool_type="mean").init(
             jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3))
         )
 

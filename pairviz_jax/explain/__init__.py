@@ -13,7 +13,13 @@ Every function takes leading batch axes and works under ``jit`` and ``vmap``.
 
 from pairviz_jax.explain.cross import Folded, class_map, cross_maps, fold, rollout_map
 from pairviz_jax.explain.maps import Features, features, paired_maps, to_grid, upsample
-from pairviz_jax.explain.rollout import CONVENTIONS, redistribute, redistribution_matrix, rollout
+from pairviz_jax.explain.rollout import (
+    CONVENTIONS,
+    part_matrix,
+    redistribute,
+    redistribution_matrix,
+    rollout,
+)
 from pairviz_jax.explain.similarity import cosine, token_similarity
 
 __all__ = [
@@ -26,6 +32,7 @@ __all__ = [
     "features",
     "fold",
     "paired_maps",
+    "part_matrix",
     "redistribute",
     "redistribution_matrix",
     "rollout",

@@ -10,6 +10,12 @@ tokens and beta_a their mean (eq. 1, 4). ``fold`` computes ``W [N, E]`` and
 ``u [E]`` once per image; a pair then costs one [N, E] x [E] product, and a
 Q x G block of pairs is one matrix product. This is what makes millions of
 pairs affordable (``benchmarks/explain.py``).
+
+Every pooling folds the same way: with the embedding split over tokens at
+levels k (``Features.contributions``: ``beta = sum_k sum_j v_kj + rest``),
+``W = sum_k M_k v_k / |beta|`` and the remainder ``rest / |beta|`` is kept
+beside it (``Folded.rest``): a pair's ``rest_a . u_b`` is the share of the
+cosine no token is credited with (zero for ``gap``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from pairviz_jax.explain.maps import Features
-from pairviz_jax.explain.rollout import CONVENTIONS, redistribution_matrix
+from pairviz_jax.explain.rollout import CONVENTIONS
 from pairviz_jax.explain.similarity import safe_norm
 
 Array = jax.Array
@@ -37,41 +43,37 @@ class Folded:
         ``W @ u`` (eq. 4 and 6 folded together).
       unit: u = beta / |beta|, [B, E].
       grid: (gh, gw), static.
+      rest: [B, E], the embedding's remainder over |beta| (zeros for ``gap``).
     """
 
     w: Array
     unit: Array
     grid: tuple[int, int] = flax.struct.field(pytree_node=False)
+    rest: Array | None = None
 
     def __len__(self) -> int:
         return self.unit.shape[0]
 
 
-def _check_gap(f: Features, name: str) -> None:
+def _check_features(f: Features, name: str) -> None:
     if not isinstance(f, Features | Folded):
         raise ValueError(
             f"{name} must be the Features returned by pairviz_jax.explain.features (or Folded), "
             f"got {type(f).__name__}"
         )
-    if isinstance(f, Features) and f.pool_type != "gap":
-        raise ValueError(
-            f"{name} comes from a model with pool_type={f.pool_type!r}; paired maps need mean "
-            "pooling (eq. 1 and 3)"
-        )
 
 
 @functools.partial(jax.jit, static_argnames=("convention", "start_layer", "head_fusion"))
 def _fold(f: Features, convention: str, start_layer: int, head_fusion: str) -> Folded:
-    alpha = f.tokens.astype(jnp.float32)  # [B, N, E]
-    n = alpha.shape[-2]
-    beta = alpha.mean(-2)  # eq. 1
-    norm = safe_norm(beta)
-    w = alpha / (n * norm)[:, None, None]  # eq. 4 without the other image
-    r = f.rollout(start_layer, head_fusion)
-    if r is not None:
-        m = redistribution_matrix(r, n, convention)  # eq. 6
-        w = jnp.einsum("bij,bje->bie", m, w, precision=_HI)
-    return Folded(w=w, unit=beta / norm[:, None], grid=f.grid)
+    parts, rest = f.contributions()  # {k: [B, N', E]}, [B, E]
+    beta = f.embedding.astype(jnp.float32)
+    norm = safe_norm(beta)[:, None]
+    mats = f.part_matrices(convention, start_layer, head_fusion)
+    w = 0.0
+    for k, v in parts.items():
+        m = mats[k]  # eq. 5-6 for the blocks below level k
+        w = w + (v if m is None else jnp.einsum("bnt,bte->bne", m, v, precision=_HI))
+    return Folded(w=w / norm[..., None], unit=beta / norm, grid=f.grid, rest=rest / norm)
 
 
 def fold(
@@ -92,7 +94,7 @@ def fold(
     Returns:
       ``Folded`` with ``w`` [B, N, E] and ``unit`` [B, E].
     """
-    _check_gap(f, "features")
+    _check_features(f, "features")
     if isinstance(f, Folded):
         return f
     if convention not in CONVENTIONS:
@@ -106,11 +108,15 @@ def _cross(q: Folded, g: Folded) -> dict[str, Array]:
     maps_q = jnp.einsum("qne,ge->qgn", q.w, g.unit, precision=_HI)
     maps_g = jnp.einsum("gne,qe->qgn", g.w, q.unit, precision=_HI)
     nq, ng = score.shape
-    return {
+    out = {
         "maps_q": maps_q.reshape(nq, ng, *q.grid),
         "maps_g": maps_g.reshape(nq, ng, *g.grid),
         "score": score,
     }
+    if q.rest is not None and g.rest is not None:
+        out["rest_q"] = jnp.einsum("qe,ge->qg", q.rest, g.unit, precision=_HI)
+        out["rest_g"] = jnp.einsum("ge,qe->qg", g.rest, q.unit, precision=_HI)
+    return out
 
 
 def cross_maps(
@@ -135,7 +141,9 @@ def cross_maps(
     Returns:
       dict with ``maps_q`` [Q, G, gh, gw] (the query's map against each
       gallery image), ``maps_g`` [Q, G, gh', gw'] (each gallery image's map
-      against the query) and ``score`` [Q, G] (cosine similarities).
+      against the query), ``score`` [Q, G] (cosine similarities) and
+      ``rest_q``/``rest_g`` [Q, G] (the share of the score no token is
+      credited with; zero for ``gap``).
     """
     kw = dict(convention=convention, start_layer=start_layer, head_fusion=head_fusion)
     q = fold(features_q, **kw)

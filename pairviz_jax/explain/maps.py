@@ -9,7 +9,16 @@ Models are duck-typed: ``apply(variables, images, ...)`` returns
 ``(embedding [B, E], out)`` with ``out["tokens"] [B, N, E]``; ``model.grid(shape)``
 gives the token grid; a ClassVar ``sows_attention`` says whether the model sows
 attention (``ViT``) or not (a CNN, whose maps are eq. 4 without rollout, as
-Stylianou et al. 2019).
+Stylianou et al. 2019). A model whose ``pool_type`` is not ``"gap"`` must
+accept ``decompose=True`` and return ``out["parts"]`` and ``out["rest"]``,
+its embedding split over tokens (``pairviz_jax.models.decompose``).
+
+Every pooling gets paired maps: the cosine splits over per-token contributions
+``gamma_j = v_j . u_partner / |beta|`` (eq. 4 for ``gap``; the exact linear
+split of ``pairviz_jax.models.decompose`` for class-token, MAP and
+``gap_tok`` pooling), plus a remainder ``rest . u_partner / |beta|`` that no
+token is credited with (zero for ``gap``); each part is redistributed to the
+patches by the rollout of the blocks below its level (eq. 5-6).
 """
 
 from __future__ import annotations
@@ -25,11 +34,12 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from pairviz_jax.explain._checks import check_finite, check_rank, square_grid
-from pairviz_jax.explain.rollout import CONVENTIONS, redistribute, rollout
-from pairviz_jax.explain.similarity import token_similarity
+from pairviz_jax.explain.rollout import CONVENTIONS, part_matrix, rollout
+from pairviz_jax.explain.similarity import cosine, safe_norm
 from pairviz_jax.models.vit import HEAD_FUSIONS
 
 Array = jax.Array
+_HI = jax.lax.Precision.HIGHEST
 
 
 @flax.struct.dataclass
@@ -44,7 +54,13 @@ class Features:
         with P kept prefix (class) tokens.
       grid: (gh, gw), static.
       head_fusion: the fusion already applied in the model, or None.
-      pool_type: the model's pooling (``"gap"`` or ``"tok"``), static.
+      pool_type: the model's pooling (``gap``, ``tok``, ``gap_tok``, ``map``), static.
+      parts: for pooling other than ``gap``, ``{level: v [B, N', E]}``: the
+        embedding split over the N' tokens at the input of block ``level``
+        (``pairviz_jax.models.decompose``); None for ``gap`` (then the split
+        is eq. 4, built from ``tokens``).
+      rest: [B, E], the part of the embedding no token is credited with
+        (None for ``gap``: zero).
     """
 
     embedding: Array
@@ -53,6 +69,8 @@ class Features:
     grid: tuple[int, int] = flax.struct.field(pytree_node=False)
     head_fusion: str | None = flax.struct.field(pytree_node=False, default=None)
     pool_type: str = flax.struct.field(pytree_node=False, default="gap")
+    parts: dict[int, Array] | None = None
+    rest: Array | None = None
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -70,6 +88,47 @@ class Features:
             return None
         fusion = None if self.head_fusion else head_fusion
         return rollout(self.attention, head_fusion=fusion, start_layer=start_layer)
+
+    @property
+    def num_prefix(self) -> int:
+        """P, the class/distillation/register tokens in front of the N patch tokens."""
+        if self.attention is None:
+            return 0
+        return self.attention.shape[-1] - self.tokens.shape[-2]
+
+    def contributions(self) -> tuple[dict[int, Array], Array]:
+        """``({level: v [B, N', E]}, rest [B, E])``: the embedding split over tokens.
+
+        ``sum(v.sum(1)) + rest == embedding``. For ``gap`` this is eq. 4
+        without the partner: ``v = alpha / N`` on the patch tokens at the
+        output level L, zero on prefix tokens, ``rest = 0``.
+        """
+        if self.parts is not None:
+            return self.parts, self.rest
+        alpha = self.tokens.astype(jnp.float32)
+        b, n, e = alpha.shape
+        level = self.attention.shape[1] if self.attention is not None else 0
+        v = jnp.concatenate([jnp.zeros((b, self.num_prefix, e), jnp.float32), alpha / n], axis=1)
+        return {level: v}, jnp.zeros((b, e), jnp.float32)
+
+    def with_parts(self) -> Features:
+        """The same features with ``parts`` and ``rest`` filled in (also for ``gap``)."""
+        parts, rest = self.contributions()
+        return self.replace(parts=parts, rest=rest)
+
+    def part_matrices(
+        self, convention: str, start_layer: int = 0, head_fusion: str = "mean"
+    ) -> dict[int, Array | None]:
+        """``{level: M [B, N, N']}`` (eq. 5-6) for each level of ``contributions``."""
+        parts, _ = self.contributions()
+        fusion = None if self.head_fusion else head_fusion
+        n = self.tokens.shape[-2]
+        return {
+            k: part_matrix(
+                self.attention, k, n, convention, start_layer=start_layer, head_fusion=fusion
+            )
+            for k in parts
+        }
 
 
 def _natural_key(path: tuple[str, ...]) -> list:
@@ -101,21 +160,14 @@ def _check_model(model, images, name: str = "images") -> tuple[int, int]:
     return model.grid(images.shape)
 
 
-def _check_mean_pooled(model) -> None:
-    pool = getattr(model, "pool_type", "gap")
-    if pool != "gap":
-        raise ValueError(
-            f"paired similarity maps need a mean-pooled model (eq. 1 and 3 split the cosine "
-            f"over the mean of the output tokens), but this model has pool_type={pool!r}; "
-            "use pool_type='gap', or rollout_map() for an output-agnostic map"
-        )
-
-
 def _forward(model, variables, images, head_fusion: str | None) -> Features:
     """Traced body of ``features``: one forward pass over [B, H, W, C]."""
     kwargs = {}
     if getattr(model, "sows_attention", False):
         kwargs["attention_fusion"] = head_fusion
+    pool = getattr(model, "pool_type", "gap")
+    if pool != "gap":
+        kwargs["decompose"] = True
     (emb, out), state = model.apply(variables, images, mutable=["intermediates"], **kwargs)
     attention = _collect_attention(state.get("intermediates", {}))
     return Features(
@@ -124,7 +176,9 @@ def _forward(model, variables, images, head_fusion: str | None) -> Features:
         attention=attention,
         grid=model.grid(images.shape),
         head_fusion=head_fusion if attention is not None else None,
-        pool_type=getattr(model, "pool_type", "gap"),
+        pool_type=pool,
+        parts=out.get("parts"),
+        rest=out.get("rest"),
     )
 
 
@@ -193,15 +247,33 @@ def upsample(maps: Array, size: Sequence[int]) -> Array:
     )
 
 
-def _pair_maps(
-    tokens_a, tokens_b, r_a, r_b, grid_a, grid_b, convention
-) -> tuple[Array, Array, Array]:
-    """One pair: gamma (eq. 4), then gamma' = M gamma (eq. 6) on the grids."""
-    gamma_a, gamma_b, score = token_similarity(tokens_a, tokens_b)
-    if r_a is not None:
-        gamma_a = redistribute(r_a, gamma_a, convention)
-        gamma_b = redistribute(r_b, gamma_b, convention)
-    return gamma_a.reshape(grid_a), gamma_b.reshape(grid_b), score
+def _side_map(parts, rest, emb, mats, unit_partner, grid) -> tuple[Array, Array]:
+    """One image against a partner's unit embedding: (map [gh, gw], unassigned share [])."""
+    norm = safe_norm(emb)
+    total = 0.0
+    for k, v in parts.items():
+        gamma = jnp.einsum("te,e->t", v, unit_partner, precision=_HI) / norm  # eq. 4
+        m = mats[k]
+        total = total + (gamma if m is None else jnp.einsum("nt,t->n", m, gamma, precision=_HI))
+    return total.reshape(grid), jnp.dot(rest, unit_partner, precision=_HI) / norm
+
+
+def _pair_maps(fa: Features, fb: Features, mats_a, mats_b) -> dict[str, Array]:
+    """One pair (unbatched Features): eq. 4 per part, eq. 6 per level, the cosine."""
+    parts_a, rest_a = fa.parts, fa.rest
+    parts_b, rest_b = fb.parts, fb.rest
+    ua = fa.embedding / safe_norm(fa.embedding)
+    ub = fb.embedding / safe_norm(fb.embedding)
+    map_a, rest_share_a = _side_map(parts_a, rest_a, fa.embedding, mats_a, ub, fa.grid)
+    map_b, rest_share_b = _side_map(parts_b, rest_b, fb.embedding, mats_b, ua, fb.grid)
+    score = cosine(fa.embedding, fb.embedding)  # eq. 2
+    return {
+        "map_a": map_a,
+        "map_b": map_b,
+        "score": score,
+        "rest_a": rest_share_a,
+        "rest_b": rest_share_b,
+    }
 
 
 def _paired_body(
@@ -214,19 +286,12 @@ def _paired_body(
     else:
         fa = _forward(model, variables, images_a, head_fusion)
         fb = _forward(model, variables, images_b, head_fusion)
-    r_a = fa.rollout(start_layer)
-    r_b = fb.rollout(start_layer)
-    pair = functools.partial(_pair_maps, grid_a=fa.grid, grid_b=fb.grid, convention=convention)
-    if r_a is None:
-        map_a, map_b, score = jax.vmap(lambda ta, tb: pair(ta, tb, None, None))(
-            fa.tokens, fb.tokens
-        )
-    else:
-        map_a, map_b, score = jax.vmap(pair)(fa.tokens, fb.tokens, r_a, r_b)
-    out = {"map_a": map_a, "map_b": map_b, "score": score}
+    mats_a = fa.part_matrices(convention, start_layer)
+    mats_b = fb.part_matrices(convention, start_layer)
+    out = jax.vmap(_pair_maps)(fa.with_parts(), fb.with_parts(), mats_a, mats_b)
     if upsampled:
-        out["upsampled_a"] = upsample(map_a, images_a.shape[1:3])
-        out["upsampled_b"] = upsample(map_b, images_b.shape[1:3])
+        out["upsampled_a"] = upsample(out["map_a"], images_a.shape[1:3])
+        out["upsampled_b"] = upsample(out["map_b"], images_b.shape[1:3])
     return out
 
 
@@ -261,8 +326,9 @@ def paired_maps(
     (redistribution) ``vmap``-ped over the pairs, then bicubic upsampling.
 
     Args:
-      model: a mean-pooled ``ViT`` (``pool_type="gap"``) or a CNN such as the
-        BiT ResNet (no rollout).
+      model: a ``ViT`` of any pooling (``gap`` is the paper's eq. 1-4; the
+        others use the exact split of ``pairviz_jax.models.decompose``) or a
+        CNN such as the BiT ResNet (no rollout).
       variables: model variables.
       images_a: [B, H, W, C], normalised; pair b is (images_a[b], images_b[b]).
       images_b: [B, H', W', C].
@@ -275,10 +341,12 @@ def paired_maps(
 
     Returns:
       dict with ``map_a`` [B, gh, gw], ``map_b`` [B, gh', gw'], ``score`` [B]
-      (the cosine similarity), and with ``upsampled``: ``upsampled_a``
-      [B, H, W], ``upsampled_b`` [B, H', W'].
+      (the cosine similarity), ``rest_a``/``rest_b`` [B] (the share of the
+      score that no token is credited with: 0 for ``gap``), and with
+      ``upsampled``: ``upsampled_a`` [B, H, W], ``upsampled_b`` [B, H', W'].
+      With the transpose convention ``map_a.sum() + rest_a`` is the score
+      minus the share left on prefix (class/register) tokens.
     """
-    _check_mean_pooled(model)
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
     if convention not in CONVENTIONS:

@@ -84,6 +84,50 @@ def redistribution_matrix(r: Array, num_tokens: int, convention: str = "authors"
     return m if convention == "authors" else jnp.swapaxes(m, -1, -2)
 
 
+def part_matrix(
+    attention: Array | None,
+    level: int,
+    num_tokens: int,
+    convention: str = "authors",
+    *,
+    start_layer: int = 0,
+    head_fusion: str | None = "mean",
+) -> Array | None:
+    """The redistribution of token contributions at block ``level``'s input onto the patches.
+
+    Contributions that live at the input of block k (k = L: the output
+    tokens, the paper's case) are mapped back through the rollout of the
+    blocks below, ``R_k = A_{k-1} ... A_{start_layer}`` (eq. 5; the identity
+    when k <= start_layer), with ``R_k`` (``authors``) or ``R_k^T``
+    (``transpose``), eq. 6.
+
+    Args:
+      attention: [..., L, H, N', N'] or head-fused [..., L, N', N'] (then
+        ``head_fusion=None``); None for a model without attention.
+      level: k, 0 <= k <= L.
+      num_tokens: N, the patch tokens (the last N of the N' tokens).
+      convention: ``"authors"`` or ``"transpose"``.
+      start_layer, head_fusion: as ``rollout``.
+
+    Returns:
+      M [..., N, N'] with ``patch_map = M @ gamma`` for gamma over all N'
+      tokens, or None without attention (the identity).
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if attention is None:
+        return None
+    n_all = attention.shape[-1]
+    if level > start_layer:
+        layers = attention[..., :level, :, :, :] if head_fusion else attention[..., :level, :, :]
+        r = rollout(layers, head_fusion=head_fusion, start_layer=start_layer)
+        m = r if convention == "authors" else jnp.swapaxes(r, -1, -2)
+    else:
+        lead = attention.shape[: -4 if head_fusion else -3]
+        m = jnp.broadcast_to(jnp.eye(n_all, dtype=jnp.float32), (*lead, n_all, n_all))
+    return m[..., n_all - num_tokens :, :]
+
+
 def redistribute(r: Array, gamma: Array, convention: str = "authors") -> Array:
     """Maps token contributions gamma back to input patches (eq. 6).
 

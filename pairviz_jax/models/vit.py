@@ -31,6 +31,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pairviz_jax.models.decompose import decompose_embedding
+from pairviz_jax.models.layers import (
+    ACTIVATIONS,
+    HEAD_FUSIONS,
+    LayerNorm,
+    MAPHead,
+    MlpBlock,
+    MultiHeadAttention,
+    fuse_heads,
+)
+
+__all__ = [
+    "HEAD_FUSIONS",
+    "POOL_TYPES",
+    "ViT",
+    "collect_attention",
+    "decode_variant",
+    "fuse_heads",
+]
+
 Array = jax.Array
 
 # name -> (width, depth, mlp_dim, num_heads), as big_vision's decode_variant.
@@ -48,8 +68,6 @@ _VARIANTS: dict[str, tuple[int, int, int, int]] = {
     "g": (1408, 40, 6144, 16),
     "G": (1664, 48, 8192, 16),
 }
-
-HEAD_FUSIONS = ("mean", "max", "min")
 
 
 def decode_variant(variant: str) -> dict[str, Any]:
@@ -83,140 +101,56 @@ def decode_variant(variant: str) -> dict[str, Any]:
     return out
 
 
-def fuse_heads(weights: Array, head_fusion: str | None, axis: int = -3) -> Array:
-    """Fuses attention heads by ``mean``, ``max`` or ``min`` (None: keep all)."""
-    if head_fusion is None:
-        return weights
-    if head_fusion == "mean":
-        return weights.mean(axis=axis)
-    if head_fusion == "max":
-        return weights.max(axis=axis)
-    if head_fusion == "min":
-        return weights.min(axis=axis)
-    raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS} or None, got {head_fusion!r}")
-
-
-class MultiHeadSelfAttention(nn.Module):
-    """Self-attention whose softmax weights are sown as ``attention``.
-
-    Parameter layout is flax's ``MultiHeadDotProductAttention`` (and so the
-    ViT checkpoints'): ``query|key|value/kernel [D, H, D/H]``, ``bias [H, D/H]``,
-    ``out/kernel [H, D/H, D]``, ``out/bias [D]``.
-
-    Attributes:
-      num_heads: number of heads H; must divide the width D.
-      dtype: compute dtype of the projections; the softmax is float32.
-    """
-
-    num_heads: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array, *, attention_fusion: str | None = None) -> Array:
-        """x: [B, N, D] -> [B, N, D]; sows ``attention`` [B, H, N, N] (or [B, N, N] fused)."""
-        d = x.shape[-1]
-        if d % self.num_heads:
-            raise ValueError(f"width {d} is not divisible by num_heads={self.num_heads}")
-        head_dim = d // self.num_heads
-        dense = lambda name: nn.DenseGeneral(  # noqa: E731
-            features=(self.num_heads, head_dim),
-            dtype=self.dtype,
-            kernel_init=nn.initializers.xavier_uniform(),
-            name=name,
-        )
-        q = dense("query")(x)  # [B, N, H, Dh]
-        k = dense("key")(x)
-        v = dense("value")(x)
-        logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [B, H, N, N]
-        # Kept alive only when the caller asks for `intermediates`.
-        self.sow("intermediates", "attention", fuse_heads(weights, attention_fusion))
-        y = jnp.einsum("...hqk,...khd->...qhd", weights.astype(self.dtype), v)
-        return nn.DenseGeneral(
-            features=d,
-            axis=(-2, -1),
-            dtype=self.dtype,
-            kernel_init=nn.initializers.xavier_uniform(),
-            name="out",
-        )(y)
-
-
-class MlpBlock(nn.Module):
-    """Transformer MLP: Dense -> exact GELU -> Dense, names ``Dense_0``, ``Dense_1``."""
-
-    mlp_dim: int
-    dropout: float = 0.0
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
-        d = x.shape[-1]
-        init = dict(
-            kernel_init=nn.initializers.xavier_uniform(),
-            bias_init=nn.initializers.normal(stddev=1e-6),
-        )
-        x = nn.Dense(self.mlp_dim, dtype=self.dtype, name="Dense_0", **init)(x)
-        x = nn.gelu(x, approximate=False)  # the reference ViTs use the exact GELU
-        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-        x = nn.Dense(d, dtype=self.dtype, name="Dense_1", **init)(x)
-        return nn.Dropout(self.dropout)(x, deterministic=deterministic)
+def _check_delta(name: str, delta: Array, shape: Sequence[int]) -> None:
+    if tuple(delta.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(delta.shape)}")
 
 
 class Encoder1DBlock(nn.Module):
-    """Pre-LN Transformer block: x + MHSA(LN(x)), then x + MLP(LN(x))."""
+    """Pre-LN Transformer block: x + ls1 * MHSA(LN(x)), then x + ls2 * MLP(LN(x)).
 
-    mlp_dim: int
-    num_heads: int
-    dropout: float = 0.0
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(
-        self, x: Array, *, deterministic: bool = True, attention_fusion: str | None = None
-    ) -> Array:
-        assert x.ndim == 3, f"expected tokens [B, N, D], got {x.shape}"
-        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_0")(x)
-        y = MultiHeadSelfAttention(
-            num_heads=self.num_heads, dtype=self.dtype, name="MultiHeadDotProductAttention_1"
-        )(y, attention_fusion=attention_fusion)
-        y = nn.Dropout(self.dropout)(y, deterministic=deterministic)
-        x = x + y
-        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_2")(x)
-        y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, name="MlpBlock_3")(
-            y, deterministic=deterministic
-        )
-        return x + y
-
-
-class Encoder(nn.Module):
-    """Position embedding, optional class-token drop, ``depth`` blocks, final LayerNorm.
-
-    Named ``Transformer`` inside ``ViT`` as in the original checkpoints.
+    ``ls1``/``ls2`` [D] are the layer scales of DINOv2 / CaiT (only with
+    ``layer_scale``).
     """
 
-    depth: int
     mlp_dim: int
     num_heads: int
-    num_prefix_in: int = 0
-    drop_prefix: bool = False
     dropout: float = 0.0
+    layer_scale: float | None = None
+    act: str = "gelu"
+    layer_norm_eps: float = 1e-6
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(
-        self, x: Array, *, deterministic: bool = True, attention_fusion: str | None = None
+        self,
+        x: Array,
+        *,
+        deterministic: bool = True,
+        attention_fusion: str | None = None,
+        detach: bool = False,
+        attention_delta: Array | None = None,
     ) -> Array:
-        x = AddPositionEmbs(name="posembed_input")(x)
-        if self.drop_prefix and self.num_prefix_in:
-            # The authors' model: the class token receives its position embedding
-            # and is then removed, so the encoder sees only the K*K patch tokens.
-            x = x[:, self.num_prefix_in :]
-        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-        for i in range(self.depth):
-            x = Encoder1DBlock(
-                self.mlp_dim, self.num_heads, self.dropout, self.dtype, name=f"encoderblock_{i}"
-            )(x, deterministic=deterministic, attention_fusion=attention_fusion)
-        return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
+        assert x.ndim == 3, f"expected tokens [B, N, D], got {x.shape}"
+        d = x.shape[-1]
+        ln = lambda name: LayerNorm(self.layer_norm_eps, self.dtype, name=name)  # noqa: E731
+        y = ln("LayerNorm_0")(x, detach=detach)
+        y = MultiHeadAttention(
+            num_heads=self.num_heads, dtype=self.dtype, name="MultiHeadDotProductAttention_1"
+        )(y, attention_fusion=attention_fusion, detach=detach, attention_delta=attention_delta)
+        y = nn.Dropout(self.dropout)(y, deterministic=deterministic)
+        if self.layer_scale is not None:
+            init = nn.initializers.constant(self.layer_scale)
+            y = y * self.param("ls1", init, (d,), jnp.float32).astype(y.dtype)
+        x = x + y
+        y = ln("LayerNorm_2")(x, detach=detach)
+        y = MlpBlock(self.mlp_dim, self.dropout, self.act, self.dtype, name="MlpBlock_3")(
+            y, deterministic=deterministic, detach=detach
+        )
+        if self.layer_scale is not None:
+            init = nn.initializers.constant(self.layer_scale)
+            y = y * self.param("ls2", init, (d,), jnp.float32).astype(y.dtype)
+        return x + y
 
 
 class AddPositionEmbs(nn.Module):
@@ -239,27 +173,131 @@ class AddPositionEmbs(nn.Module):
         return x + pe.astype(x.dtype)
 
 
+class Encoder(nn.Module):
+    """Position embedding, prefix tokens, optional ``ln_pre``, ``depth`` blocks, final LayerNorm.
+
+    Named ``Transformer`` inside ``ViT`` as in the original checkpoints. The
+    input of block k (and, as entry ``depth``, the last block's output before
+    ``encoder_norm``) is returned beside the output.
+    """
+
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    num_prefix_in: int = 0
+    drop_prefix: bool = False
+    num_registers: int = 0
+    ln_pre: bool = False
+    layer_scale: float | None = None
+    act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        *,
+        deterministic: bool = True,
+        attention_fusion: str | None = None,
+        detach: bool = False,
+        block_deltas: Mapping[int, Array] | None = None,
+        attention_deltas: Mapping[int, Array] | None = None,
+    ) -> Array:
+        x = AddPositionEmbs(name="posembed_input")(x)
+        if self.drop_prefix and self.num_prefix_in:
+            # The authors' model: the class token receives its position embedding
+            # and is then removed, so the encoder sees only the K*K patch tokens.
+            x = x[:, self.num_prefix_in :]
+        if self.num_registers:
+            # DINOv2 registers: after the class token, no position embedding.
+            reg = self.param(
+                "reg", nn.initializers.normal(1e-6), (1, self.num_registers, x.shape[-1])
+            )
+            reg = jnp.broadcast_to(reg.astype(x.dtype), (x.shape[0],) + reg.shape[1:])
+            p = self.num_prefix_in
+            x = jnp.concatenate([x[:, :p], reg, x[:, p:]], axis=1)
+        if self.ln_pre:
+            x = LayerNorm(self.layer_norm_eps, self.dtype, name="ln_pre")(x, detach=detach)
+        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+        block_deltas = block_deltas or {}
+        attention_deltas = attention_deltas or {}
+        block_inputs = []
+        for i in range(self.depth + 1):
+            if i in block_deltas:
+                _check_delta(f"block_deltas[{i}]", block_deltas[i], x.shape)
+                x = x + block_deltas[i].astype(x.dtype)
+            block_inputs.append(x)
+            if i == self.depth:
+                break
+            delta = attention_deltas.get(i)
+            x = Encoder1DBlock(
+                self.mlp_dim,
+                self.num_heads,
+                self.dropout,
+                self.layer_scale,
+                self.act,
+                self.layer_norm_eps,
+                self.dtype,
+                name=f"encoderblock_{i}",
+            )(
+                x,
+                deterministic=deterministic,
+                attention_fusion=attention_fusion,
+                detach=detach,
+                attention_delta=delta,
+            )
+        normed = LayerNorm(self.layer_norm_eps, self.dtype, name="encoder_norm")(x, detach=detach)
+        # Every block's input and the last output before the norm; dropped by
+        # the compiler when unused.
+        return normed, block_inputs
+
+
+POOL_TYPES = ("gap", "tok", "gap_tok", "map")
+
+
 class ViT(nn.Module):
     """Vision Transformer for image embedding.
+
+    The sequence is ``[cls, dist, registers..., patches]`` (each present or
+    not); the position embedding covers the class and distillation tokens and
+    the patches, not the registers (DINOv2).
 
     Attributes:
       patch_size: (ph, pw); image height and width must be multiples of it.
       width: token width D.
       depth: number of blocks L.
-      mlp_dim: hidden size of the MLP (default 4 * width).
+      mlp_dim: hidden size of the MLP (default 4 * width; for ``swiglu`` the
+        size of ``silu(x1) * x2``).
       num_heads: attention heads H.
       pool_type: ``"gap"`` (the paper, eq. 1: mean of the K*K patch output
-        tokens; a kept class token is excluded) or ``"tok"`` (the class token).
+        tokens; class, distillation and register tokens excluded), ``"tok"``
+        (the class token; with a distillation token the mean of the two, as
+        DeiT), ``"gap_tok"`` (``[class token, mean of patches]``
+        concatenated, DINOv2's linear-probe feature) or ``"map"`` (SigLIP's
+        attention-pooling head ``MAPHead_0``).
       class_token: whether the model has a learned class token (``cls``) with
         its slot in the position embedding.
       keep_class_token: with ``class_token``, keep it in the encoder's sequence
         (True, the usual ViT) or drop it right after adding the position
         embedding (False, the authors' model).
-      proj_dim: if set, a linear layer with bias (``head``) maps every output
-        token to this size before pooling (the paper: 768 -> 512).
+      distill_token: a DeiT distillation token (``dist``), after ``cls``.
+      num_registers: DINOv2 register tokens (``Transformer/reg``), kept
+        through the encoder, excluded from pooling and from patch maps.
+      layer_scale: initial value of per-block layer scales ``ls1``/``ls2``
+        (DINOv2); None for none.
+      mlp_act: ``gelu`` (exact), ``gelu_tanh`` (SigLIP), ``quick_gelu``
+        (OpenAI CLIP) or ``swiglu`` (DINOv2-g).
+      ln_pre: a LayerNorm ``Transformer/ln_pre`` before the blocks (CLIP).
+      layer_norm_eps: epsilon of every LayerNorm (1e-6; CLIP 1e-5).
+      proj_dim: if set, a linear layer (``head``) maps every output token
+        (``gap``/``tok``) or the pooled vector (``map``) to this size (the
+        paper: 768 -> 512 with bias; CLIP: no bias).
+      proj_bias: whether ``head`` has a bias.
       dropout: dropout rate in training.
       dtype: compute dtype (``jnp.bfloat16`` on accelerators); parameters stay
-        float32 and the attention softmax is float32.
+        float32, LayerNorm and the attention softmax are float32.
     """
 
     patch_size: Sequence[int] = (16, 16)
@@ -270,7 +308,14 @@ class ViT(nn.Module):
     pool_type: str = "gap"
     class_token: bool = False
     keep_class_token: bool = True
+    distill_token: bool = False
+    num_registers: int = 0
+    layer_scale: float | None = None
+    mlp_act: str = "gelu"
+    ln_pre: bool = False
+    layer_norm_eps: float = 1e-6
     proj_dim: int | None = None
+    proj_bias: bool = True
     dropout: float = 0.0
     dtype: Any = jnp.float32
 
@@ -283,12 +328,19 @@ class ViT(nn.Module):
         super().__post_init__()
 
     @property
+    def num_class_tokens(self) -> int:
+        """Class and distillation tokens at the front of the encoder's sequence."""
+        return int(self.class_token and self.keep_class_token) + int(self.distill_token)
+
+    @property
     def num_prefix_tokens(self) -> int:
-        """Class tokens in front of the patch tokens of the encoder's output."""
-        return int(self.class_token and self.keep_class_token)
+        """Tokens in front of the patch tokens of the encoder's output (class, dist, registers)."""
+        return self.num_class_tokens + self.num_registers
 
     @property
     def embedding_dim(self) -> int:
+        if self.pool_type == "gap_tok":
+            return 2 * self.width
         return self.proj_dim or self.width
 
     def grid(self, image_shape: Sequence[int]) -> tuple[int, int]:
@@ -302,10 +354,18 @@ class ViT(nn.Module):
         return h // ph, w // pw
 
     def _check_config(self) -> None:
-        if self.pool_type not in ("gap", "tok"):
-            raise ValueError(f"pool_type must be 'gap' or 'tok', got {self.pool_type!r}")
-        if self.pool_type == "tok" and not self.num_prefix_tokens:
-            raise ValueError("pool_type='tok' needs class_token=True and keep_class_token=True")
+        if self.pool_type not in POOL_TYPES:
+            raise ValueError(f"pool_type must be one of {POOL_TYPES}, got {self.pool_type!r}")
+        if self.pool_type in ("tok", "gap_tok") and not self.num_class_tokens:
+            raise ValueError(
+                f"pool_type={self.pool_type!r} needs class_token=True and keep_class_token=True"
+            )
+        if self.pool_type == "gap_tok" and self.proj_dim:
+            raise ValueError("pool_type='gap_tok' concatenates two width-D features; no proj_dim")
+        if not self.keep_class_token and (self.distill_token or self.num_registers):
+            raise ValueError("keep_class_token=False cannot be combined with dist/register tokens")
+        if self.mlp_act not in ACTIVATIONS:
+            raise ValueError(f"mlp_act must be one of {ACTIVATIONS}, got {self.mlp_act!r}")
         if len(tuple(self.patch_size)) != 2:
             raise ValueError(f"patch_size must be (ph, pw), got {self.patch_size!r}")
 
@@ -316,7 +376,12 @@ class ViT(nn.Module):
         *,
         train: bool = False,
         attention_fusion: str | None = None,
-    ) -> tuple[Array, dict[str, Array]]:
+        detach: bool = False,
+        block_deltas: Mapping[int, Array] | None = None,
+        attention_deltas: Mapping[int, Array] | None = None,
+        decompose: bool = False,
+        return_block_inputs: bool = False,
+    ) -> tuple[Array, dict[str, Any]]:
         """Embeds images.
 
         Args:
@@ -325,20 +390,33 @@ class ViT(nn.Module):
           attention_fusion: what is sown as ``attention`` in each block:
             None keeps every head ([B, H, N, N]); ``mean|max|min`` keeps the
             head-fused map ([B, N, N]), 1/H of the memory.
+          detach: same values, but attention weights, LayerNorm scalings and
+            activation gates are constants for the gradient (conservative
+            propagation; see ``layers``).
+          block_deltas: ``{k: [B, N', D]}`` added to the input of block k
+            (k = depth: the last block's output before ``encoder_norm``).
+            Zeros there make ``jax.grad`` give the gradient with respect to
+            those tokens (their values: ``return_block_inputs``).
+          attention_deltas: ``{k: [B, H, N', N']}`` added to block k's softmax
+            weights (zeros: the gradient with respect to the attention).
+          decompose: also return ``parts`` and ``rest``, the exact split of
+            the embedding over tokens (``pairviz_jax.models.decompose``).
+          return_block_inputs: also return ``block_inputs``, the input of
+            every block and the last block's output ([B, N', D] each, L + 1).
 
         Returns:
-          ``(embedding [B, E], out)`` where ``out`` has ``tokens`` [B, K*K, E]
-          (the projected patch output tokens, alpha in eq. 1-4), ``embedding``
-          [B, E] (beta, eq. 1, for ``gap``), ``encoded`` [B, N, D] (the encoder
-          output incl. any kept class token) and, with a projection,
-          ``pre_projection`` [B, D].
+          ``(embedding [B, E], out)`` where ``out`` has ``tokens`` [B, K*K, E']
+          (the patch output tokens, projected for ``gap``/``tok``: alpha in
+          eq. 1-4), ``embedding`` [B, E] (beta), ``encoded`` [B, N', D] (the
+          encoder output incl. prefix tokens) and, with ``decompose``,
+          ``parts`` (a tuple of ``(level, [B, N', E])``) and ``rest`` [B, E].
         """
         self._check_config()
         if images.ndim != 4:
             raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
         gh, gw = self.grid(images.shape)
         mlp_dim = self.mlp_dim or 4 * self.width
-        out: dict[str, Array] = {}
+        out: dict[str, Any] = {}
 
         x = nn.Conv(
             self.width,
@@ -350,34 +428,72 @@ class ViT(nn.Module):
         )(images.astype(self.dtype))
         b = x.shape[0]
         x = x.reshape(b, gh * gw, self.width)
+        prefix = []
         if self.class_token:
-            cls = self.param("cls", nn.initializers.zeros, (1, 1, self.width), jnp.float32)
-            x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (b, 1, 1)), x], axis=1)
+            prefix.append(self.param("cls", nn.initializers.zeros, (1, 1, self.width), jnp.float32))
+        if self.distill_token:
+            prefix.append(
+                self.param("dist", nn.initializers.zeros, (1, 1, self.width), jnp.float32)
+            )
+        if prefix:
+            prefix = [jnp.broadcast_to(t.astype(x.dtype), (b, 1, self.width)) for t in prefix]
+            x = jnp.concatenate([*prefix, x], axis=1)
 
-        encoded = Encoder(
+        encoded, block_inputs = Encoder(
             depth=self.depth,
             mlp_dim=mlp_dim,
             num_heads=self.num_heads,
-            num_prefix_in=int(self.class_token),
+            num_prefix_in=len(prefix),
             drop_prefix=not self.keep_class_token,
+            num_registers=self.num_registers,
+            ln_pre=self.ln_pre,
+            layer_scale=self.layer_scale,
+            act=self.mlp_act,
+            layer_norm_eps=self.layer_norm_eps,
             dropout=self.dropout,
             dtype=self.dtype,
             name="Transformer",
-        )(x, deterministic=not train, attention_fusion=attention_fusion)
+        )(
+            x,
+            deterministic=not train,
+            attention_fusion=attention_fusion,
+            detach=detach,
+            block_deltas=block_deltas,
+            attention_deltas=attention_deltas,
+        )
         out["encoded"] = encoded
+        p, c = self.num_prefix_tokens, self.num_class_tokens
+        head = lambda y: nn.Dense(  # noqa: E731
+            self.proj_dim, use_bias=self.proj_bias, dtype=self.dtype, name="head"
+        )(y)
 
-        y = encoded
-        if self.proj_dim:
-            # Linear with bias on every output token; commutes with the mean pool.
-            y = nn.Dense(self.proj_dim, dtype=self.dtype, name="head")(y)
-        y = y.astype(jnp.float32)
-        p = self.num_prefix_tokens
-        out["tokens"] = y[:, p:]  # alpha: [B, K*K, E]
-        if self.pool_type == "gap":
-            emb = out["tokens"].mean(axis=1)  # beta, eq. 1
+        if self.pool_type == "map":
+            pooled = MAPHead(
+                self.num_heads,
+                mlp_dim,
+                act=self.mlp_act,
+                layer_norm_eps=self.layer_norm_eps,
+                dtype=self.dtype,
+                name="MAPHead_0",
+            )(encoded, attention_fusion=attention_fusion, detach=detach)
+            emb = (head(pooled) if self.proj_dim else pooled).astype(jnp.float32)
+            out["tokens"] = encoded[:, p:].astype(jnp.float32)
         else:
-            emb = y[:, 0]
+            # Linear (with bias) on every output token commutes with the mean pool.
+            y = (head(encoded) if self.proj_dim else encoded).astype(jnp.float32)
+            out["tokens"] = y[:, p:]  # alpha: [B, K*K, E]
+            gap = out["tokens"].mean(axis=1)  # beta, eq. 1
+            tok = y[:, :c].mean(axis=1) if c else None  # class (and distillation) token
+            emb = {"gap": gap, "tok": tok}.get(self.pool_type)
+            if self.pool_type == "gap_tok":
+                emb = jnp.concatenate([tok, gap], axis=-1)
         out["embedding"] = emb
+        if decompose:
+            out["parts"], out["rest"] = decompose_embedding(
+                self, self.variables["params"], out, block_inputs[-2], block_inputs[-1]
+            )
+        if return_block_inputs:
+            out["block_inputs"] = block_inputs
         return emb, out
 
 
