@@ -21,8 +21,10 @@ of input length ``n_in``:
   weights are not renormalised. This is ONNX ``Resize`` with ``mode="cubic"``,
   ``cubic_coeff_a=-0.75``, ``coordinate_transformation_mode="half_pixel"``,
   ``exclude_outside=0``.
-* ``antialias=True`` (timm's ``resample_abs_pos_embed`` default) is a different filter when
-  shrinking (the kernel is stretched by ``1 / s``); it is not modelled here.
+* ``antialias=True`` (timm's ``resample_abs_pos_embed`` default) is another filter: Keys with
+  ``a = -0.5`` (PIL's), stretched by ``1 / s`` when shrinking, and other border handling
+  (measured: when enlarging, the interior equals this reference with ``a=-0.5`` to 1e-15; the
+  borders differ). It is not modelled here.
 
 torch does the coordinate and weight arithmetic in float32 for float32 input, and so does this
 reference by default (``dtype=np.float32``); the weighted sums are float64 here, so the two
