@@ -303,9 +303,7 @@ def write_report(
         pp = pairs[lo:hi]
         rows_out = [
             [int(r), int(a), int(b), round(float(s), 5), int(k)]
-            for r, (a, b), s, k in zip(
-                c["record"][e], pp, c["score"][e], rank[lo:hi], strict=True
-            )
+            for r, (a, b), s, k in zip(c["record"][e], pp, c["score"][e], rank[lo:hi], strict=True)
         ]
         names = {int(i): keys[i] for i in np.unique(pp)}
         if order == "query":
