@@ -178,6 +178,22 @@ def test_explore_command_from_weights_and_image_files(files, tmp_path, capsys):
     assert np.abs(shown - original).mean() < 3
 
 
+def test_explore_a_cnn_has_one_level_c_equal_p(files, tmp_path, capsys):
+    from pairviz_jax.models import ResNet
+
+    resnet = ResNet(block_sizes=(1, 1), width=8, num_groups=2, proj_dim=8)
+    variables = resnet.init(jax.random.PRNGKey(1), jnp.zeros((1, SIZE, SIZE, 3)))
+    checkpoints.save(tmp_path / "resnet.npz", variables, resnet)
+    out = tmp_path / "cnn.html"
+    argv = ["explore", files / "0.png", files / "5.png", "--weights", tmp_path / "resnet.npz"]
+    rc, _, err = _run([*argv, "--image-size", SIZE, "--out", out], capsys)
+    assert rc == 0, err
+    data = embedded_data(out.read_text(encoding="utf-8"))
+    assert list(data["levels"]) == ["patch"] and "no attention" in data["method"]
+    corr = decode(data["levels"]["patch"]["corr"])
+    assert corr.sum() == pytest.approx(data["score"], abs=2e-3)
+
+
 def test_explore_command_from_a_run(tmp_path, capsys):
     from tests.test_visualize import make_run
 

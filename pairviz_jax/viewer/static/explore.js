@@ -99,8 +99,8 @@
       heat,
       marks,
     );
-    stage.style.width = `${w}px`;
-    stage.style.height = `${h}px`;
+    stage.style.width = `min(${w}px, calc(100vw - 36px))`; // fits a phone's screen
+    stage.style.aspectRatio = `${w} / ${h}`;
     stages.push({ stage, img, heat, marks });
     return el(
       "figure",
@@ -209,10 +209,12 @@
 
   function render() {
     const lv = levels[state.level];
-    for (const s of stages) {
+    stages.forEach((s, side) => {
       s.heat.style.opacity = String(state.opacity);
-      s.img.classList.toggle("grey", state.mode === "maps" || state.sel !== null);
-    }
+      // Greyscale under a heatmap (as the figures' modern style); in colour otherwise.
+      const heated = state.mode === "maps" || (state.sel !== null && state.sel.side !== side);
+      s.img.classList.toggle("grey", heated);
+    });
     if (state.mode === "maps") {
       const [a0, a1] = PVC.range(lv.maps[0]);
       const [b0, b1] = PVC.range(lv.maps[1]);

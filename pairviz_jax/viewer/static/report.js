@@ -153,10 +153,18 @@
   const hi = el("span", { id: "hi", class: "tick" });
   const legendText = el("span", { id: "what" });
   const legend = el("div", { class: "legend" }, lo, bar, hi, legendText);
+  const how = el("p", {
+    class: "hint",
+    text:
+      M.order === "query"
+        ? "Each card: a result with its map against the query (top), and the query with " +
+          "its map against that result (bottom)."
+        : "Each card: image A with its map against B (top), and B with its map against A.",
+  });
   const status = el("p", { id: "status", class: "status info" });
   const content = el("div", { id: "content" });
   document.body.style.setProperty("--thumb", `${thumbW}px`);
-  document.body.append(header, nav, controls, legend, status, content);
+  document.body.append(header, nav, controls, legend, how, status, content);
   PVC.drawBar(bar, colors);
 
   // ------------------------------------------------------------------ drawing
