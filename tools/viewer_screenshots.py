@@ -66,6 +66,10 @@ def _shoot(driver, path: str, height: int | None = None) -> None:
     time.sleep(0.3)
     driver.save_screenshot(path)
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    from PIL import Image
+
+    with Image.open(path) as im:  # full colour (the colour bar), smallest lossless file
+        im.convert("RGB").save(path, optimize=True)
     print(path)
 
 

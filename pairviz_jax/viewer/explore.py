@@ -16,7 +16,6 @@ see the README (C and P are 256 x 256 each).
 
 from __future__ import annotations
 
-import html
 import os
 from typing import Any
 
@@ -124,10 +123,12 @@ def explore_data(
 
     from pairviz_jax import explain
 
-    images = np.stack([example_a.image, example_b.image])
-    if images.shape[0] != 2 or example_a.image.shape != example_b.image.shape:
-        raise ValueError("A and B must be prepared at the model's input size")
-    x = loaded.prepare(images)
+    if example_a.image.shape != example_b.image.shape:
+        raise ValueError(
+            f"A and B must both be at the model's input size, got {example_a.image.shape} and "
+            f"{example_b.image.shape}"
+        )
+    x = loaded.prepare(np.stack([example_a.image, example_b.image]))
     f = explain.features(loaded.model, loaded.variables, x, head_fusion=head_fusion)
     fa, fb = f.slice(0, 1), f.slice(1, 2)
     kw = dict(aligned=True, convention=convention, start_layer=start_layer, head_fusion=head_fusion)
@@ -170,7 +171,7 @@ def explore_data(
 
 def explore_html(data: dict[str, Any]) -> str:
     """The self-contained page for ``explore_data``'s dict."""
-    a, b = (html.escape(im["name"]) for im in data["images"])
+    a, b = (im["name"] for im in data["images"])
     return _encode.page(
         title=f"pairviz: {a} vs {b}",
         csp=CSP,
