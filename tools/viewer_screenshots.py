@@ -28,7 +28,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-WIDTH = 960
+WIDTH = 720  # the explore pages; the report is wider
+REPORT_WIDTH = 960
 
 
 def _driver():
@@ -42,7 +43,7 @@ def _driver():
         "--headless=new",
         "--no-sandbox",
         "--disable-dev-shm-usage",
-        f"--window-size={WIDTH},900",
+        f"--window-size={REPORT_WIDTH},900",
         "--force-device-scale-factor=1",
         "--hide-scrollbars",
     ):
@@ -58,18 +59,35 @@ def _wait(driver, script: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def _shoot(driver, path: str, height: int | None = None) -> None:
-    """Screenshot of the page at WIDTH x its content's height (or ``height``) CSS pixels."""
+def _small_png(path: str) -> None:
+    """Rewrites a screenshot as a 256-colour PNG (the README keeps figures < 300 kB): 192
+    colours fitted to the picture plus 64 of the inferno colormap, so the colour bars and
+    heatmaps keep their gradients; Floyd-Steinberg dithering."""
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    fitted = rgb.quantize(colors=192, method=Image.Quantize.MAXCOVERAGE).getpalette()[: 192 * 3]
+    inferno = matplotlib.colormaps["inferno"](np.linspace(0.0, 1.0, 64))[:, :3]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(fitted + np.rint(inferno * 255).astype(int).ravel().tolist())
+    rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+
+
+def _shoot(driver, path: str, width: int = WIDTH, height: int | None = None) -> None:
+    """Screenshot of the page at ``width`` x its content's height (or ``height``) CSS px."""
+    metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    time.sleep(0.2)
     h = height or driver.execute_script("return document.documentElement.scrollHeight")
-    metrics = {"width": WIDTH, "height": int(h) + 8, "deviceScaleFactor": 1, "mobile": False}
+    metrics["height"] = int(h) + 8
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     time.sleep(0.3)
     driver.save_screenshot(path)
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    from PIL import Image
-
-    with Image.open(path) as im:  # full colour (the colour bar), smallest lossless file
-        im.convert("RGB").save(path, optimize=True)
+    _small_png(path)
     print(path)
 
 
@@ -139,11 +157,11 @@ def main() -> None:
         left = os.path.join(photos, "motorcycle_left.png")
         right = os.path.join(photos, "motorcycle_right.png")
         _visualize(["explore", left, right, *photo_model, "--out", pages["explore_photo"],
-                    "--display", 400])  # fmt: skip
+                    "--display", 320])  # fmt: skip
         # A demo pair of one glyph class.
         a, b = _same_class_pair(args.data_dir)
         pages["explore_demo"] = os.path.join(tmp, "demo.html")
-        _visualize(["explore", a, b, *model, "--out", pages["explore_demo"], "--display", 400])
+        _visualize(["explore", a, b, *model, "--out", pages["explore_demo"], "--display", 320])
         # A top-k report over demo test images.
         job = os.path.join(tmp, "job")
         _visualize(["batch", *model, "--images", "demo:test:120", "--top-k", 6,
@@ -162,12 +180,16 @@ def main() -> None:
                 _hover(driver, 0, patch)
                 _shoot(driver, os.path.join(args.out, f"{name}.png"))
             driver.get("file://" + pages["report_demo"])
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": REPORT_WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            )
             _wait(driver, "return document.body.dataset.ready === '0'")
             bottom = driver.execute_script(
                 "const q = document.querySelectorAll('.query');"
-                "return q[Math.min(2, q.length - 1)].getBoundingClientRect().bottom + scrollY;"
+                "return q[Math.min(1, q.length - 1)].getBoundingClientRect().bottom + scrollY;"
             )
-            _shoot(driver, os.path.join(args.out, "report_demo.png"), height=int(bottom))
+            _shoot(driver, os.path.join(args.out, "report_demo.png"), REPORT_WIDTH, int(bottom))
         finally:
             driver.quit()
 
