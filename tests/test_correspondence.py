@@ -1,5 +1,7 @@
 """Patch-to-patch correspondence: sums, marginals, the formula, and a pasted patch found."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +29,8 @@ def _images(b, seed, size=16):
 
 def _numpy_parts(model, variables, x, prefix):
     """Tokens and rollout R (patch block) of each image, float64, from the model itself."""
-    (_, o), st = model.apply(variables, x, mutable=["intermediates"])
+    apply = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))
+    (_, o), st = apply(variables, x)
     attn = np.asarray(collect_attention(st["intermediates"], model.depth), np.float64)
     tokens = np.asarray(o["tokens"], np.float64)
     rolls = [reference.rollout(a)[prefix:, prefix:] for a in attn]
@@ -179,7 +182,7 @@ def test_block_aligned_jit_and_vmap_agree(paper_model):
 
 
 def test_errors_are_clear(paper_model):
-    model, variables, xa, _, fa, fb = paper_model
+    _, _, _, _, fa, fb = paper_model
     with pytest.raises(ValueError, match="level must be one of"):
         ex.correspondence(fa, fb, level="pixel")
     with pytest.raises(ValueError, match="level='token' needs the Features"):
@@ -188,13 +191,13 @@ def test_errors_are_clear(paper_model):
         ex.correspondence(fa, fb.slice(0, 2), aligned=True)
     with pytest.raises(ValueError, match="convention must be one of"):
         ex.correspondence(fa, fb, convention="rows")
-    other, other_vars = _model(proj_dim=4)
-    f4 = ex.features(other, other_vars, xa)
+    folded = ex.fold(fb)
+    narrow = ex.Folded(w=folded.w[..., :4], unit=folded.unit[..., :4], grid=folded.grid)
     with pytest.raises(ValueError, match="different sizes: 8 vs 4"):
-        ex.correspondence(fa, f4)
-    tok, tok_vars = _model(class_token=True, pool_type="tok")
+        ex.correspondence(fa, narrow)
+    tok = dataclasses.replace(fa, pool_type="tok")  # a class-token-pooled model's features
     with pytest.raises(ValueError, match="pool_type='tok'"):
-        ex.correspondence(ex.features(tok, tok_vars, xa), fb)
+        ex.correspondence(tok, fb)
     with pytest.raises(ValueError, match="must be the Features"):
         ex.correspondence(np.zeros((3, 16, 8)), fb)
 

@@ -178,20 +178,20 @@ def test_explore_command_from_weights_and_image_files(files, tmp_path, capsys):
     assert np.abs(shown - original).mean() < 3
 
 
-def test_explore_a_cnn_has_one_level_c_equal_p(files, tmp_path, capsys):
-    from pairviz_jax.models import ResNet
+def test_explore_a_cnn_has_one_level_c_equal_p():
+    from tests.test_explain import _TinyCNN
 
-    resnet = ResNet(block_sizes=(1, 1), width=8, num_groups=2, proj_dim=8)
-    variables = resnet.init(jax.random.PRNGKey(1), jnp.zeros((1, SIZE, SIZE, 3)))
-    checkpoints.save(tmp_path / "resnet.npz", variables, resnet)
-    out = tmp_path / "cnn.html"
-    argv = ["explore", files / "0.png", files / "5.png", "--weights", tmp_path / "resnet.npz"]
-    rc, _, err = _run([*argv, "--image-size", SIZE, "--out", out], capsys)
-    assert rc == 0, err
-    data = embedded_data(out.read_text(encoding="utf-8"))
+    model = _TinyCNN()  # no attention: eq. 4 over feature-map cells
+    variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 8, 8, 3)))
+    loaded = LoadedModel(model, variables, (8, 8), None, None, "cnn")
+    rng = np.random.default_rng(0)
+    a, b = (Example(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), None, n, n) for n in "ab")
+    data = explore.explore_data(loaded, a, b, display=64)
     assert list(data["levels"]) == ["patch"] and "no attention" in data["method"]
+    assert data["levels"]["patch"]["label"] == "feature-map cells (C = P)"
     corr = decode(data["levels"]["patch"]["corr"])
-    assert corr.sum() == pytest.approx(data["score"], abs=2e-3)
+    assert corr.shape == (16, 16)
+    assert corr.sum() == pytest.approx(data["score"], abs=2e-3 * np.abs(corr).sum())
 
 
 def test_explore_command_from_a_run(tmp_path, capsys):
