@@ -319,6 +319,30 @@ def test_report_of_a_pairs_file_job(loaded, tmp_path):
     assert all(len(body["rows"]) <= 8 for body in pages)
 
 
+def test_report_survives_images_that_are_gone(loaded, tmp_path, capsys):
+    for i in range(4):
+        Image.fromarray(render_example("test", i, image_size=SIZE)["image"]).save(
+            tmp_path / f"{i}.png"
+        )
+    (tmp_path / "pairs.tsv").write_text("0.png\t1.png\n2.png\t3.png\n1.png\t2.png\n")
+    out = str(tmp_path / "job")
+    batch.run_batch(
+        loaded.model, loaded.variables, batch.ImageLoader(SIZE, "demo", root=str(tmp_path)),
+        out, pairs_file=str(tmp_path / "pairs.tsv"), progress=False,
+    )  # fmt: skip
+    os.remove(tmp_path / "2.png")
+    rc, printed, err = _run(["report", out], capsys)
+    assert rc == 0, err
+    assert "1 images could not be read" in err and "2.png" in err
+    dest = os.path.join(out, "report")
+    info = json.load(open(os.path.join(dest, "report.json")))
+    assert info["missing_images"] == 1 and info["pairs"] == 3
+    index = batch.BatchResults(out).images.index("2.png")
+    with Image.open(os.path.join(dest, report.thumb_path(index))) as im:
+        assert np.asarray(im).std() < 1  # a grey stand-in
+    assert "job" not in embedded_data(open(printed).read())
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_plan_pages_keeps_queries_whole_where_they_fit(seed):
     rng = np.random.default_rng(seed)

@@ -351,8 +351,11 @@ def write_report(
     }
     _atomic_text(
         os.path.join(dest, _MARKER),
-        json.dumps({k: v for k, v in meta.items() if k != "cmap"}, indent=1),
+        json.dumps(
+            {**{k: v for k, v in meta.items() if k != "cmap"}, "missing": missing[:1000]}, indent=1
+        ),
     )
+    del meta["job"]  # the page shows the job's name only, not where it lives
     index = os.path.join(dest, "index.html")
     _atomic_text(
         index,
