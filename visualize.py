@@ -404,6 +404,11 @@ COMMANDS: dict[str, Command] = {
     ),
 }
 
+# explore, report: HTML pages (pairviz_jax.viewer; its cli imports only argparse)
+from pairviz_jax.viewer.cli import COMMANDS as _VIEWER  # noqa: E402
+
+COMMANDS.update({name: Command(*sub) for name, sub in _VIEWER.items()})
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False)

@@ -11,6 +11,7 @@
 Every function takes leading batch axes and works under ``jit`` and ``vmap``.
 """
 
+from pairviz_jax.explain.correspondence import correspondence, pair_correspondence
 from pairviz_jax.explain.cross import Folded, class_map, cross_maps, fold, rollout_map
 from pairviz_jax.explain.maps import Features, features, paired_maps, to_grid, upsample
 from pairviz_jax.explain.rollout import (
@@ -27,10 +28,12 @@ __all__ = [
     "Features",
     "Folded",
     "class_map",
+    "correspondence",
     "cosine",
     "cross_maps",
     "features",
     "fold",
+    "pair_correspondence",
     "paired_maps",
     "part_matrix",
     "redistribute",
