@@ -1,6 +1,5 @@
 """Patch-to-patch correspondence: sums, marginals, the formula, and a pasted patch found."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -195,9 +194,6 @@ def test_errors_are_clear(paper_model):
     narrow = ex.Folded(w=folded.w[..., :4], unit=folded.unit[..., :4], grid=folded.grid)
     with pytest.raises(ValueError, match="different sizes: 8 vs 4"):
         ex.correspondence(fa, narrow)
-    tok = dataclasses.replace(fa, pool_type="tok")  # a class-token-pooled model's features
-    with pytest.raises(ValueError, match="pool_type='tok'"):
-        ex.correspondence(tok, fb)
     with pytest.raises(ValueError, match="must be the Features"):
         ex.correspondence(np.zeros((3, 16, 8)), fb)
 

@@ -170,3 +170,20 @@ def test_paired_maps_vmap_over_a_leading_axis():
     direct = ex.paired_maps(model, variables, x, x[::-1], upsampled=False)["map_a"]
     assert out.shape == (2, 2, 2, 2)
     np.testing.assert_allclose(out[0], direct, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["dinov2_reg", "siglip"])
+@pytest.mark.parametrize("level", ["patch", "token"])
+def test_correspondence_for_every_pooling_sums_to_the_score(family, level):
+    model, variables, x = _setup(family, n=2, seed=4)
+    fa = ex.features(model, variables, x)
+    fb = ex.features(model, variables, x[::-1] * 0.5)
+    c = ex.correspondence(fa, fb, aligned=True, level=level)
+    total = c["corr"].sum((-2, -1)) + c["rest_a"].sum(-1) + c["rest_b"].sum(-1) + c["rest"]
+    np.testing.assert_allclose(total, c["score"], atol=2e-6)
+    if level == "patch":
+        maps = ex.paired_maps(model, variables, x, x[::-1] * 0.5, convention="transpose")
+        np.testing.assert_allclose(c["map_a"], maps["map_a"], atol=2e-6)
+        np.testing.assert_allclose(
+            c["corr"].sum(-1) + c["rest_a"], c["map_a"].reshape(2, -1), atol=2e-6
+        )

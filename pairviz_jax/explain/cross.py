@@ -69,10 +69,11 @@ def _fold(f: Features, convention: str, start_layer: int, head_fusion: str) -> F
     beta = f.embedding.astype(jnp.float32)
     norm = safe_norm(beta)[:, None]
     mats = f.part_matrices(convention, start_layer, head_fusion)
+    n = f.tokens.shape[-2]
     w = 0.0
     for k, v in parts.items():
-        m = mats[k]  # eq. 5-6 for the blocks below level k
-        w = w + (v if m is None else jnp.einsum("bnt,bte->bne", m, v, precision=_HI))
+        m = mats[k]  # eq. 5-6 for the blocks below level k; None: no rollout (the patch rows)
+        w = w + (v[:, -n:] if m is None else jnp.einsum("bnt,bte->bne", m, v, precision=_HI))
     return Folded(w=w / norm[..., None], unit=beta / norm, grid=f.grid, rest=rest / norm)
 
 
