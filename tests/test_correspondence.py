@@ -1,6 +1,5 @@
 """Patch-to-patch correspondence: sums, marginals, the formula, and a pasted patch found."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
