@@ -155,6 +155,36 @@ def test_hf_siglip_and_big_vision_hold_the_same_model():
     _same_params(_fixture("siglip_hf"), _fixture("siglip_bv.npz"))
 
 
+@pytest.mark.parametrize("name,model_type", [("clip_hf", "clip"), ("siglip_hf", "siglip")])
+def test_two_tower_folders(tmp_path, name, model_type):
+    """A whole CLIPModel / SiglipModel: ``vision_model.*`` kept, the text tower dropped."""
+    src = _fixture(name)
+    arrays = _raw(os.path.join(src, "model.safetensors"))
+    arrays = {(k if k.startswith(("vision_model.", "visual_")) else f"vision_model.{k}"): v
+              for k, v in arrays.items()}  # fmt: skip
+    arrays.update({
+        "text_model.embeddings.token_embedding.weight": np.zeros((50, 16), np.float32),
+        "text_model.final_layer_norm.weight": np.ones(16, np.float32),
+        "logit_scale": np.zeros((), np.float32),
+    })  # fmt: skip
+    if model_type == "clip":
+        arrays["text_projection.weight"] = np.zeros((16, 16), np.float32)
+    folder = tmp_path / model_type
+    folder.mkdir()
+    checkpoints.write_safetensors(folder / "model.safetensors", arrays)
+    with open(os.path.join(src, "config.json")) as f:
+        vision = json.load(f)
+    config = dict(model_type=model_type, vision_config=vision, text_config=dict(hidden_size=16))
+    if model_type == "clip":
+        config["projection_dim"] = vision.pop("projection_dim")
+        vision["projection_dim"] = 512  # a CLIPModel's vision_config carries an unused default
+    (folder / "config.json").write_text(json.dumps(config))
+    _same_params(folder, src)
+    info = checkpoints.describe(folder)
+    assert info["spec"] == checkpoints.describe(src)["spec"]
+    assert list(info["dropped"].values()) == [4 if model_type == "clip" else 3]
+
+
 def test_convert_keeps_the_family_convention(tmp_path):
     """A converted hub file keeps the hub's resampling and DINOv2's normalisation."""
     src = _fixture("dinov2_hub.safetensors")

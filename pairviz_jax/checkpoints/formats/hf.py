@@ -333,8 +333,10 @@ def apply_config(conv_: Converted, config: Mapping[str, Any], preprocessor: Mapp
     registers = int(p[REG].shape[1]) if REG in p else 0
     if conv_.layout == "hf_dinov2":
         check("num_register_tokens", cfg.get("num_register_tokens", 0), registers)
-    if "projection_dim" in cfg and "head/kernel" in p:
-        check("projection_dim", cfg["projection_dim"], int(p["head/kernel"].shape[-1]))
+    # A two-tower model's projection size is its own, not its vision_config's.
+    proj = config.get("projection_dim") if "vision_config" in config else cfg.get("projection_dim")
+    if proj is not None and "head/kernel" in p:
+        check("projection_dim", proj, int(p["head/kernel"].shape[-1]))
     facts = conv_.facts
     if "num_attention_heads" in cfg:
         facts["num_heads"] = int(cfg["num_attention_heads"])
