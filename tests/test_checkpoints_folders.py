@@ -425,3 +425,16 @@ def test_structural_mismatches_in_one_line(file, known, message):
     first, full = _load_error(path, **known)
     assert first == f"{path}: {message}"
     assert f"{path} (" in full.splitlines()[1]  # then the full key listing
+
+
+def test_torchscript_archive_is_refused_with_a_way_out(tmp_path):
+    """OpenAI's CLIP release is a TorchScript archive: never run, one line on converting it."""
+    import zipfile
+
+    path = tmp_path / "ViT-B-32.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        for name in ("data.pkl", "constants.pkl", "code/__torch__/model.py", "data/0"):
+            z.writestr(f"ViT-B-32/{name}", b"")
+    with pytest.raises(CheckpointError) as e:
+        checkpoints.read(path)
+    assert _first_line(e).startswith(f"{path}: a TorchScript archive (e.g. OpenAI's CLIP .pt")
