@@ -14,12 +14,15 @@ Needs (not runtime dependencies of pairviz-jax)::
     pip install torch==2.13.0 safetensors transformers
     pip install --no-deps timm
 
-timm imports torchvision, which is not needed here; when it is missing (or
-does not match torch) a stand-in module is installed for the import only.
+timm, transformers and open_clip import torchvision, which is not needed here;
+when it is missing (or does not match torch) a stand-in module is installed
+for the imports only. The DINOv2, CLIP, SigLIP and DeiT fixtures
+(``tests/test_checkpoints_families.py``) are made by ``parity_families.py``
+(also needs ``open_clip_torch``).
 
 Run from the repository root::
 
-    python tools/make_parity_fixtures.py [--out tests/fixtures]
+    python tools/make_parity_fixtures.py [--out tests/fixtures] [--only families]
 """
 
 from __future__ import annotations
@@ -82,12 +85,6 @@ class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def _import_timm():
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001 - missing or built for another torch
-        for name in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[name]
-        sys.meta_path.insert(0, _TorchvisionStub())
     import timm
     from timm.layers import GroupNormAct, StdConv2d
     from timm.models import resnetv2, vision_transformer
@@ -417,36 +414,85 @@ def make_resnet(out_dir, refs, torch, resnetv2, GroupNormAct, StdConv2d, save_fi
     refs["resnet/std_eps"] = np.float32(1e-8)
 
 
+def _torchvision_works() -> bool:
+    """Whether torchvision imports (it can be installed for another torch build)."""
+    import subprocess
+
+    probe = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True)
+    return probe.returncode == 0
+
+
+def _finish(out_dir: str, names: list[str], versions: dict) -> None:
+    for name in names:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path):
+            os.chmod(path, 0o755)
+            for f in os.listdir(path):
+                os.chmod(os.path.join(path, f), 0o644)
+        else:
+            os.chmod(path, 0o644)
+    total = sum(_size(os.path.join(out_dir, n)) for n in names)
+    print(f"wrote {len(names)} entries, {total / 1e6:.2f} MB, to {out_dir}: {versions}")
+
+
+def _size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+    return os.path.getsize(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join("tests", "fixtures"))
+    parser.add_argument(
+        "--only",
+        choices=("all", "legacy", "families"),
+        default="all",
+        help="legacy: the ViT/ResNet fixtures of issue 3; families: DINOv2, CLIP, SigLIP, DeiT",
+    )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if not _torchvision_works():
+        # Before transformers, timm or open_clip import it.
+        sys.meta_path.insert(0, _TorchvisionStub())
 
     ViTConfig, ViTModel = _import_transformers()
     import torch
+    import transformers
     from safetensors.torch import save_file
 
     timm, vision_transformer, resnetv2, GroupNormAct, StdConv2d = _import_timm()
-    torch.manual_seed(SEED)
-    import transformers
-
-    refs: dict[str, np.ndarray] = {}
-    make_vit(args.out, refs, torch, vision_transformer, save_file, ViTConfig, ViTModel)
-    make_resnet(args.out, refs, torch, resnetv2, GroupNormAct, StdConv2d, save_file)
-    np.savez(os.path.join(args.out, "parity_refs.npz"), **refs)
     versions = dict(
         torch=torch.__version__, timm=timm.__version__, transformers=transformers.__version__
     )
-    meta = dict(vit=VIT, proj=PROJ, resnet=RESNET, versions=versions)
-    with open(os.path.join(args.out, "parity_meta.json"), "w") as f:
-        json.dump(meta, f, indent=1, sort_keys=True)
-    for name in os.listdir(args.out):
-        os.chmod(os.path.join(args.out, name), 0o644)
-    total = sum(os.path.getsize(os.path.join(args.out, n)) for n in os.listdir(args.out))
-    print(
-        f"wrote {len(os.listdir(args.out))} files, {total / 1e6:.2f} MB, to {args.out}: {versions}"
-    )
+    before = set(os.listdir(args.out))
+    if args.only in ("all", "legacy"):
+        torch.manual_seed(SEED)
+        refs: dict[str, np.ndarray] = {}
+        make_vit(args.out, refs, torch, vision_transformer, save_file, ViTConfig, ViTModel)
+        make_resnet(args.out, refs, torch, resnetv2, GroupNormAct, StdConv2d, save_file)
+        np.savez(os.path.join(args.out, "parity_refs.npz"), **refs)
+        meta = dict(vit=VIT, proj=PROJ, resnet=RESNET, versions=versions)
+        with open(os.path.join(args.out, "parity_meta.json"), "w") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+    if args.only in ("all", "families"):
+        import open_clip
+        import parity_families as fam
+        from timm.models import deit
+
+        versions["open_clip"] = open_clip.__version__
+        refs = fam.make_families(
+            args.out, torch, transformers, vision_transformer, deit, _AttentionRecorder
+        )
+        np.savez(os.path.join(args.out, "families_refs.npz"), **refs)
+        meta = dict(
+            width=fam.W, depth=fam.DEPTH, heads=fam.HEADS, mlp=fam.MLP, patch=fam.PATCH,
+            image=fam.IMAGE, resized=fam.RESIZED, versions=versions,
+        )  # fmt: skip
+        with open(os.path.join(args.out, "families_meta.json"), "w") as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+    written = sorted(set(os.listdir(args.out)) - before) or sorted(os.listdir(args.out))
+    _finish(args.out, written, versions)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,13 @@ def _sniff_zip(path: str) -> str:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path}: truncated or corrupt zip archive ({e})") from None
+    if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+        raise CheckpointError(
+            f"{path}: a TorchScript archive (e.g. OpenAI's CLIP .pt release), which holds code "
+            "and is not read here; convert it once where torch is installed: save "
+            "torch.jit.load(path, map_location='cpu').state_dict() with safetensors (an OpenAI "
+            "CLIP state dict, read as such)"
+        )
     if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
         return "torch"
     if names and all(n.endswith(".npy") for n in names):
