@@ -79,13 +79,14 @@ def _config_path(config: str) -> str:
     return path + sep + arg
 
 
-def embedded_run(config: str = CONFIG, path: str = EMBEDDED) -> tuple[str | None, str]:
-    """The embedded demo run if it is current for ``config``.
+def embedded_run(config: str = CONFIG, path: str | None = None) -> tuple[str | None, str]:
+    """The embedded demo run (``path``, default ``EMBEDDED``) if it is current for ``config``.
 
     Returns:
       ``(path, "")`` when the file exists and was trained with ``config``'s exact fields,
       else ``(None, why not)``.
     """
+    path = path or EMBEDDED
     if not os.path.isfile(path):
         return None, f"no embedded demo model ({path})"
     try:
@@ -100,7 +101,7 @@ def embedded_run(config: str = CONFIG, path: str = EMBEDDED) -> tuple[str | None
     return path, ""
 
 
-def ensure_trained(workdir: str, config: str, *, python: str = sys.executable) -> bool:
+def ensure_trained(workdir: str, config: str, *, python: str | None = None) -> bool:
     """Trains the demo run in ``workdir``, or resumes it, unless it is finished.
 
     Returns:
@@ -118,7 +119,7 @@ def ensure_trained(workdir: str, config: str, *, python: str = sys.executable) -
         raise InputError(f"--config {config}: no such file (the demo's training config)")
     if not os.path.isfile(train_py):
         raise InputError(f"{train_py}: no such file (the training entry point)")
-    cmd = [python, train_py, "--config", config, "--workdir", workdir]
+    cmd = [python or sys.executable, train_py, "--config", config, "--workdir", workdir]
     what = "training" if status.latest is None else "resuming"
     _log(f"{workdir}: {status.describe()}: {what} the demo run: {' '.join(cmd)}")
     t0 = time.perf_counter()
@@ -173,8 +174,9 @@ def render(
     return written
 
 
-def export(workdir: str, path: str = EMBEDDED) -> str:
+def export(workdir: str, path: str | None = None) -> str:
     """Writes a finished demo run as the embedded model (the steps the figures draw)."""
+    path = path or EMBEDDED
     steps = pick_steps(runs.checkpoint_steps(workdir), TRAINING_ROWS)
     try:
         runs.export_run(workdir, path, steps=steps, name="demo")

@@ -134,10 +134,17 @@ class LoadedModel:
 
     def embed(self, images_uint8: np.ndarray) -> np.ndarray:
         """Embeddings [B, E] (float32, not normalised) of uint8 images at the model's size."""
-        return np.asarray(embed_fn(self.model)(self.variables, self.prepare(images_uint8)))
+        emb, _ = embed_fn(self.model)(self.variables, self.prepare(images_uint8))
+        return np.asarray(emb)
 
 
 @functools.lru_cache(maxsize=16)
 def embed_fn(model: nn.Module):
-    """The compiled embedding-only forward ``(variables, images [B, H, W, C]) -> [B, E]``."""
-    return jax.jit(lambda variables, x: model.apply(variables, x)[0].astype(jnp.float32))
+    """The compiled embedding-only forward ``(variables, images [B, H, W, C]) -> (emb, keep)``.
+
+    ``pairviz_jax.train.step.embedding_forward``: ``emb`` [B, E] float32; ``keep`` keeps
+    XLA:CPU off a slow fusion of the attention softmax (see there) and is dropped.
+    """
+    from pairviz_jax.train.step import embedding_forward
+
+    return jax.jit(functools.partial(embedding_forward, model))

@@ -130,7 +130,7 @@ def evaluate(
             options=options,
         ):
             g = sharding.global_batch(batch, mesh)
-            emb, lab, valid = embed_fn(model_params, g["image"], g["label"], g["valid"])
+            (emb, _), lab, valid = embed_fn(model_params, g["image"], g["label"], g["valid"])
             valid = np.asarray(valid)
             embs.append(np.asarray(emb)[valid])
             labels.append(np.asarray(lab)[valid])
@@ -188,7 +188,8 @@ class Run:
     state: state_lib.TrainState
     num_classes: int
     step_fn: Callable[..., Any]  # jitted train_step(state, batch, rng), state donated
-    embed_fn: Callable[..., Any]  # jitted (params, images, labels, valid) -> same, embedded
+    # jitted (params, images, labels, valid) -> ((embedding, keep), labels, valid)
+    embed_fn: Callable[..., Any]
     step_rng: jax.Array
 
 

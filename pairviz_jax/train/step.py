@@ -136,17 +136,45 @@ def jit_train_step(
     )
 
 
+def embedding_forward(model: nn.Module, variables: Any, images: jax.Array):
+    """``model.apply(variables, images)[0]``, run so that XLA:CPU stays on its fast path.
+
+    Returns ``(embedding [B, E] float32, keep [])``; jit the pair and drop ``keep`` on the
+    host. Why: with jax 0.10, XLA:CPU's YNNPACK fusion (``__ynn_fusion``) pulls each
+    attention block's softmax, whose only consumer is the product with the values, into
+    that product's kernel (``q k^T -> softmax -> @ v`` in one fusion), which runs 1.3-1.7x
+    slower than the two products with the softmax written out between them (ViT-B/16 at
+    256 px: ~12% of the whole forward; ``benchmarks/explain.py``). ``explain.features``
+    collects the attention, which gives the softmax a second consumer and so escapes the
+    fusion; here the sown attention of every block is summed into one scalar, ``keep``, a
+    consumer that costs one pass over the weights. Models that sow no attention (ResNet)
+    run as they are.
+    """
+    if not getattr(model, "sows_attention", False):
+        return model.apply(variables, images)[0].astype(jnp.float32), jnp.zeros((), jnp.float32)
+    (emb, _), state = model.apply(
+        variables, images, mutable=["intermediates"], attention_fusion=None
+    )
+    keep = sum(jnp.sum(a) for a in jax.tree.leaves(state))
+    return emb.astype(jnp.float32), jnp.asarray(keep, jnp.float32)
+
+
 def jit_embed(
     mesh: Mesh,
     model: nn.Module,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> Callable[[Any, jax.Array], jax.Array]:
-    """``embed(model_params, images [B, H, W, 3]) -> [B, E]`` float32, gathered to every host."""
+    """``embed(model_params, images [B, H, W, 3]) -> (embedding [B, E], keep)``, jitted.
+
+    The embedding is float32 and gathered to every host; ``keep`` is the scalar of
+    :func:`embedding_forward` (drop it; a caller that jits this inside its own function
+    must return it too, or XLA drops the sum and fuses the softmax again).
+    """
 
     def embed(params, images):
-        emb, _ = model.apply({"params": params}, preprocess_images(images, mean, std))
-        return emb.astype(jnp.float32)
+        x = preprocess_images(images, mean, std)
+        return embedding_forward(model, {"params": params}, x)
 
     return jax.jit(
         embed,
