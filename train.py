@@ -17,10 +17,16 @@ from ml_collections import config_flags
 from pairviz_jax.train import cli
 
 
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
-    """train.py's flags, defined on ``fv`` (tests pass a fresh ``flags.FlagValues()``)."""
+def define_flags(fv: flags.FlagValues = flags.FLAGS, argv: list[str] | None = None):
+    """train.py's flags, defined on ``fv`` for the command line ``argv`` (default
+    ``sys.argv``; tests pass a fresh ``flags.FlagValues()`` and their own argv)."""
     config_flags.DEFINE_config_file(
-        "config", None, "Training config: FILE or FILE:ARG.", lock_config=True, flag_values=fv
+        "config",
+        None,
+        "Training config: FILE or FILE:ARG.",
+        lock_config=True,
+        flag_values=fv,
+        sys_argv=argv,
     )
     flags.DEFINE_string(
         "workdir", None, "Checkpoints, metrics.jsonl and curves.png go here.", flag_values=fv

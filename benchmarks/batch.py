@@ -13,8 +13,12 @@ the same architecture (``--config``) with random weights: the cost does not
 depend on the weights.
 
 Run:  python benchmarks/batch.py                         # random demo-sized ViT
-      python benchmarks/batch.py --workdir runs/demo     # the trained demo model
+      python benchmarks/batch.py --workdir pairviz_jax/plotting/assets/demo_run.npz
+      python benchmarks/batch.py --shard_size 16384      # another shard size
       taskset -c 0,1 python benchmarks/batch.py          # on 2 CPU cores
+
+The default shard size is the library's and ``visualize.py batch``'s
+(``pairviz_jax.batch.DEFAULT_SHARD_SIZE``).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def _load_model(args):
     from pairviz_jax.data import preprocess
 
     if args.workdir:
-        from pairviz_jax.plotting import load_run
+        from pairviz_jax.runs import load_run
 
         m = load_run(args.workdir)
         return m.model, m.variables, m.image_size[0], (m.mean, m.std), f"trained ({m.label})"
@@ -96,10 +100,12 @@ def forwards_alone(args) -> float:
     """Seconds for the 1,000 compiled forwards of preloaded images (median of 3)."""
     import jax
 
+    from pairviz_jax.train.step import embedding_forward
+
     model, variables, size, norm, _ = _load_model(args)
     loader = _loader(size, args.images, norm)
     x = np.stack([loader(str(i)) for i in range(args.images)])
-    fwd = jax.jit(lambda v, b: model.apply(v, b)[0])
+    fwd = jax.jit(lambda v, b: embedding_forward(model, v, b))
     b = args.batch
     pad = -len(x) % b
     x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
@@ -122,18 +128,24 @@ def write_pairs(path: str, pairs: int, images: int, seed: int = 0) -> None:
             f.write("".join(f"{a},{b}\n" for a, b in ab))
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    from pairviz_jax.batch import DEFAULT_SHARD_SIZE
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workdir", default=None, help="a demo training run (else random weights)")
     p.add_argument("--config", default="configs/demo.py", help="architecture without --workdir")
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--sizes", default="100000,1000000", help="pair counts, comma-separated")
-    p.add_argument("--shard_size", type=int, default=65536)
+    p.add_argument("--shard_size", type=int, default=DEFAULT_SHARD_SIZE)
     p.add_argument("--batch", type=int, default=64, help="images per forward batch")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     if args.child is not None:
         args.pairs = args.child
         child(args)
@@ -158,7 +170,7 @@ def main(argv=None) -> None:
                 f"inputs + embedding (decode {args.images:,} images, forward, fold) + "
                 f"{r['seconds'] - r['prepare_seconds']:5.1f} s pairs ({r['pairs_per_s']:,.0f} "
                 f"pairs/s, maps + writing); peak RSS {r['peak_mb']:,.0f} MB; "
-                f"{r['seconds'] / t_fwd:.1f}x the forwards alone"
+                f"{r['seconds'] / t_fwd:.1f}x the forwards alone; shard size {args.shard_size:,}"
             )
 
 
