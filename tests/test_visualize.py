@@ -712,3 +712,12 @@ def test_help_shows_every_option_with_its_default(command, capsys):
         assert action.help, f"{command} {action.option_strings or action.dest}: no help"
         if action.option_strings and action.default not in (None, False, [], "==SUPPRESS=="):
             assert f"(default: {action.default})" in " ".join(text.split()), action.dest
+
+
+def test_an_unfinished_run_is_drawn_only_with_a_note_and_its_step(tmp_path, capsys, captured):
+    run = make_run(tmp_path / "half", (1, 2), total=5, final=False)
+    argv = ["pair", "demo:test:0", "demo:test:24", "--workdir", run, "--out", tmp_path / "p.png"]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0
+    assert err.strip() == f"note: {run}: stopped at step 2 of 5; the maps are step 2's"
+    assert "half @ step 2" in captured[0][2]._suptitle.get_text()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from pairviz_jax.runs import exported
 from pairviz_jax.runs.load import load_run, load_weights
@@ -129,7 +130,9 @@ def model_from_args(args: argparse.Namespace, prefix: str = "") -> LoadedModel |
         extra = _given_file_options(args, prefix)
         if extra:
             raise InputError(f"{extra[0]} applies to weight files, not to runs ({path})")
-        return load_run(path, step, flag=run_flag, step_flag=f"{opt}step")
+        m = load_run(path, step, flag=run_flag, step_flag=f"{opt}step")
+        _note_unfinished(path, m)
+        return m
     if step is not None:
         raise InputError(f"{opt}step applies to train.py runs, not to weight files ({path})")
     known = parse_model_options(
@@ -146,6 +149,20 @@ def model_from_args(args: argparse.Namespace, prefix: str = "") -> LoadedModel |
         prefix=prefix,
         **known,
     )
+
+
+def _note_unfinished(path: str, m: LoadedModel) -> None:
+    """One line on stderr when the figures come from a run that has not finished."""
+    if not os.path.isdir(path):
+        return
+    from pairviz_jax.runs.load import run_status
+
+    status = run_status(path)
+    if status.latest is not None and not status.finished:
+        print(
+            f"note: {path}: {status.describe()}; the maps are step {m.step}'s",
+            file=sys.stderr,
+        )
 
 
 def initialize_distributed(
