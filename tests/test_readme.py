@@ -32,5 +32,6 @@ def test_the_batch_commands_use_the_default_shard_size():
     from pairviz_jax.batch import DEFAULT_SHARD_SIZE
 
     section = _readme().split("## Explaining many pairs")[1].split("\n## ")[0]
-    assert "--shard-size" not in section.split("```python")[0].split("```bash")[1]
+    commands = section.split("```bash")[1].split("```")[0]
+    assert "visualize.py batch" in commands and "--shard-size" not in commands
     assert f"shard size {DEFAULT_SHARD_SIZE:,}" in section
