@@ -604,6 +604,9 @@ def test_demo_draws_the_embedded_model_without_training(embedded, tmp_path, monk
     monkeypatch.setattr(demo, "EMBEDDED", str(tmp_path / "missing.npz"))
     demo.run(None, str(tmp_path / "out"), config=config_file())
     assert len(trained) == 3
+    # An exported run given as --workdir is drawn as it is.
+    demo.run(path, str(tmp_path / "out"), config=config_file(total=4))
+    assert drawn[-1] == path and len(trained) == 3
 
 
 def test_exported_run_loads_like_the_run(run_dir, embedded):

@@ -199,8 +199,9 @@ def run(
     """The demo: the embedded model's figures, or a run's after training it (module doc).
 
     Args:
-      workdir: a run directory to train (or resume) and draw from; None: the embedded
-        model, or ``workdirs/demo`` with ``train`` or when the embedded model is not current.
+      workdir: a run directory to train (or resume) and draw from, or an exported run to
+        draw from; None: the embedded model, or ``workdirs/demo`` with ``train`` or when the
+        embedded model is not current.
       out: folder for the figures.
       config: the training config of the demo.
       train: train into ``workdir`` (default ``workdirs/demo``) rather than use the
@@ -214,7 +215,11 @@ def run(
       The paths written.
     """
     source = None
-    if workdir is None and not train:
+    if workdir is not None and runs.is_exported(workdir):
+        if train:
+            raise InputError(f"--workdir {workdir}: an exported run cannot be trained")
+        source = workdir  # finished when exported
+    elif workdir is None and not train:
         source, why = embedded_run(config)
         if source is None:
             _log(f"{why}: training instead, into {WORKDIR}")
