@@ -87,13 +87,12 @@ def test_paper_config_one_step_train_and_evaluate(name, arch, tmp_path):
     assert flat(params["model"]) == flat(want["params"])
     # Recall@k by brute force from the saved parameters.
     mean, std = input_lib.normalization(c)
-    embs, labels = [], []
-    for b in batches:
-        x = (b["image"].astype(np.float32) / 255.0 - np.asarray(mean)) / np.asarray(std)
-        e = np.asarray(model.apply({"params": params["model"]}, x)[0], np.float64)
-        embs.append(e[b["valid"]])
-        labels.append(np.asarray(b["label"])[b["valid"]])
-    e, y = np.concatenate(embs), np.concatenate(labels)
+    valid = np.concatenate([b["valid"] for b in batches])
+    images = np.concatenate([b["image"] for b in batches])[valid]
+    y = np.concatenate([b["label"] for b in batches])[valid]
+    x = (images.astype(np.float32) / 255.0 - np.asarray(mean)) / np.asarray(std)
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x)[0])  # one call, not op by op
+    e = np.asarray(forward(params["model"], x), np.float64)
     assert len(e) == out["eval/num_queries"] == 16
     u = e / np.linalg.norm(e, axis=1, keepdims=True)
     cos = u @ u.T
