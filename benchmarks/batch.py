@@ -13,8 +13,12 @@ the same architecture (``--config``) with random weights: the cost does not
 depend on the weights.
 
 Run:  python benchmarks/batch.py                         # random demo-sized ViT
-      python benchmarks/batch.py --workdir runs/demo     # the trained demo model
+      python benchmarks/batch.py --workdir pairviz_jax/plotting/assets/demo_run.npz
+      python benchmarks/batch.py --shard_size 16384      # another shard size
       taskset -c 0,1 python benchmarks/batch.py          # on 2 CPU cores
+
+The default shard size is the library's and ``visualize.py batch``'s
+(``pairviz_jax.batch.DEFAULT_SHARD_SIZE``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,7 +45,7 @@ def _load_model(args):
     from pairviz_jax.data import preprocess
 
     if args.workdir:
-        from pairviz_jax.plotting import load_run
+        from pairviz_jax.runs import load_run
 
         m = load_run(args.workdir)
         return m.model, m.variables, m.image_size[0], (m.mean, m.std), f"trained ({m.label})"
@@ -75,7 +80,7 @@ def child(args) -> None:
 
     model, variables, size, norm, _ = _load_model(args)
     loader = _loader(size, args.images, norm)
-    out = os.path.join(args.tmp, f"out_{args.pairs}")
+    out = tempfile.mkdtemp(prefix=f"out_{args.pairs}_{args.shard_size}_", dir=args.tmp)
     t = time.perf_counter()
     summary = batch.run_batch(
         model,
@@ -88,6 +93,7 @@ def child(args) -> None:
         progress=not args.quiet,
     )
     seconds = time.perf_counter() - t
+    shutil.rmtree(out)  # each run writes a new job (a rerun would resume the old one)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024, **summary}))
 
@@ -96,10 +102,12 @@ def forwards_alone(args) -> float:
     """Seconds for the 1,000 compiled forwards of preloaded images (median of 3)."""
     import jax
 
+    from pairviz_jax.train.step import embedding_forward
+
     model, variables, size, norm, _ = _load_model(args)
     loader = _loader(size, args.images, norm)
     x = np.stack([loader(str(i)) for i in range(args.images)])
-    fwd = jax.jit(lambda v, b: model.apply(v, b)[0])
+    fwd = jax.jit(lambda v, b: embedding_forward(model, v, b))
     b = args.batch
     pad = -len(x) % b
     x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
@@ -122,18 +130,28 @@ def write_pairs(path: str, pairs: int, images: int, seed: int = 0) -> None:
             f.write("".join(f"{a},{b}\n" for a, b in ab))
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    from pairviz_jax.batch import DEFAULT_SHARD_SIZE
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workdir", default=None, help="a demo training run (else random weights)")
     p.add_argument("--config", default="configs/demo.py", help="architecture without --workdir")
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--sizes", default="100000,1000000", help="pair counts, comma-separated")
-    p.add_argument("--shard_size", type=int, default=65536)
+    p.add_argument("--shard_size", type=int, default=DEFAULT_SHARD_SIZE)
     p.add_argument("--batch", type=int, default=64, help="images per forward batch")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--compare_shard_sizes", default="", help="also run these shard sizes (comma-separated)"
+    )
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds per shard size")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     if args.child is not None:
         args.pairs = args.child
         child(args)
@@ -146,20 +164,40 @@ def main(argv=None) -> None:
     print(f"{len(os.sched_getaffinity(0))} CPU cores available; model: {what}")
     t_fwd = forwards_alone(args)
     print(f"{args.images:,} forwards alone (preloaded, compiled): {t_fwd:.2f} s")
+    sizes = [args.shard_size] + [
+        int(x) for x in (args.compare_shard_sizes or "").split(",") if x.strip()
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             write_pairs(os.path.join(tmp, f"pairs_{n}.csv"), n, args.images)
-            cmd = [sys.executable, __file__, "--child", str(n), "--tmp", tmp]
-            cmd += [a for a in (argv if argv is not None else sys.argv[1:])]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(
-                f"{n:>9,} pairs: {r['seconds']:6.1f} s total = {r['prepare_seconds']:5.1f} s "
-                f"inputs + embedding (decode {args.images:,} images, forward, fold) + "
-                f"{r['seconds'] - r['prepare_seconds']:5.1f} s pairs ({r['pairs_per_s']:,.0f} "
-                f"pairs/s, maps + writing); peak RSS {r['peak_mb']:,.0f} MB; "
-                f"{r['seconds'] / t_fwd:.1f}x the forwards alone"
-            )
+            totals: dict[int, list[float]] = {size: [] for size in sizes}
+            for _ in range(args.rounds):  # interleaved: the machine is shared and noisy
+                for size in sizes:
+                    cmd = [sys.executable, __file__, "--child", str(n), "--tmp", tmp]
+                    cmd += [a for a in (argv if argv is not None else sys.argv[1:])]
+                    cmd += ["--shard_size", str(size)]
+                    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    totals[size].append(r["seconds"])
+                    print(
+                        f"{n:>9,} pairs: {r['seconds']:6.1f} s total = "
+                        f"{r['prepare_seconds']:5.1f} s inputs + embedding (decode "
+                        f"{args.images:,} images, forward, fold) + "
+                        f"{r['seconds'] - r['prepare_seconds']:5.1f} s pairs "
+                        f"({r['pairs_per_s']:,.0f} pairs/s, maps + writing); peak RSS "
+                        f"{r['peak_mb']:,.0f} MB; {r['seconds'] / t_fwd:.1f}x the forwards "
+                        f"alone; shard size {size:,}"
+                    )
+            if len(sizes) > 1:
+                base = totals[sizes[0]]
+                for size in sizes[1:]:
+                    ratio = statistics.median(
+                        b / a for a, b in zip(base, totals[size], strict=True)
+                    )
+                    print(
+                        f"{n:>9,} pairs: shard size {size:,} takes {ratio:.2f}x the time of "
+                        f"{sizes[0]:,} (median of {args.rounds} interleaved rounds)"
+                    )
 
 
 if __name__ == "__main__":

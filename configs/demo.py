@@ -41,8 +41,12 @@ training loss falls from 3.2 (log 24) to 0.70. Faithfulness of this model's maps
 
 from pairviz_jax.train.config import base_config
 
+ARGS = ("runlocal",)  # configs/demo.py:runlocal, a 20-step smoke run
+
 
 def get_config(arg: str | None = None):
+    if arg not in (None, *ARGS):
+        raise ValueError(f"unknown config argument {arg!r}; expected one of {', '.join(ARGS)}")
     c = base_config()
     c.model.variant = "Tiny/8"
     c.model.width = 128

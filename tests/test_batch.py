@@ -237,19 +237,51 @@ def test_tile_strategy_equals_gather_and_transpose_maps_sum_to_score(tiny, tmp_p
         assert abs(mb.astype(np.float32).sum() - score) < 5e-3
 
 
-def test_top_k_and_all_pairs_jobs(tiny, tmp_path):
+def _unit_embeddings(model, variables, loader, keys):
+    """Unit embeddings from a plain forward pass (independent of the job's fold)."""
+    x = jnp.stack([jnp.asarray(loader(k)) for k in keys])
+    emb = np.asarray(model.apply(variables, x)[0], np.float64)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("with_gallery", [False, True])
+def test_top_k_job_equals_brute_force_top_k(tiny, tmp_path, with_gallery):
+    """Each query's k records are its k most similar images, most similar first, scores
+    the cosines: against a brute-force ranking of all cosines (``gallery=`` mode too)."""
+    model, variables, loader = tiny
+    queries = [str(i) for i in range(12)]
+    gallery = [str(i) for i in range(6, 30)] if with_gallery else None
+    k = 4
+    s = batch.run_batch(
+        model,
+        variables,
+        loader,
+        str(tmp_path / "k"),
+        images=queries,
+        gallery=gallery,
+        top_k=k,
+        progress=False,
+        shard_size=16,
+    )
+    assert s["pairs"] == len(queries) * k and s["written"] == len(queries) * k
+    rows = _all_records(str(tmp_path / "k"))
+    pool = gallery or queries
+    uq = _unit_embeddings(model, variables, loader, queries)
+    ug = _unit_embeddings(model, variables, loader, pool)
+    cos = uq @ ug.T
+    for qi, q in enumerate(queries):
+        c = cos[qi].copy()
+        c[[j for j, g in enumerate(pool) if g == q]] = -np.inf  # never the query itself
+        want = np.argsort(-c, kind="stable")[:k]
+        got = [rows[qi * k + j] for j in range(k)]
+        assert [r[0] for r in got] == [q] * k
+        assert [r[1] for r in got] == [pool[j] for j in want], q
+        np.testing.assert_allclose([r[4] for r in got], c[want], atol=1e-5)
+
+
+def test_all_pairs_job(tiny, tmp_path):
     model, variables, loader = tiny
     keys = [str(i) for i in range(12)]
-    s = batch.run_batch(
-        model, variables, loader, str(tmp_path / "k"), images=keys, top_k=3, progress=False
-    )
-    assert s["pairs"] == 36 and s["written"] == 36
-    rows = _all_records(str(tmp_path / "k"))
-    for q in range(12):
-        got = [rows[q * 3 + j] for j in range(3)]
-        assert all(r[0] == keys[q] and r[1] != keys[q] for r in got)
-        scores = [r[4] for r in got]
-        assert scores == sorted(scores, reverse=True)
     s = batch.run_batch(
         model,
         variables,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import visualize
-from pairviz_jax import batch
+from pairviz_jax import batch, runs
 from pairviz_jax.data import preprocess
 from pairviz_jax.models import ViT, decode_variant
-from pairviz_jax.plotting import LoadedModel
+from pairviz_jax.runs import LoadedModel
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def loaded():
 
 @pytest.fixture
 def tiny_model(loaded, monkeypatch):
-    monkeypatch.setattr(visualize, "_model", lambda args, plotting: loaded)
+    monkeypatch.setattr(runs, "model_from_args", lambda args, prefix="": loaded)
     return loaded
 
 
@@ -68,3 +68,82 @@ def test_evaluate_subcommand_prints_the_table_and_plots(tiny_model, tmp_path, ca
     # The distractor images need 32 px; this model takes 16: one clear line, exit 1.
     assert visualize.main(argv + ["--distractor"]) == 1
     assert "image_size >= 32" in capsys.readouterr().err
+
+
+def test_shard_size_default_is_the_benchmarked_one():
+    """The README's batch figures were measured with the benchmark's shard size; the
+    command's default was 16,384 (1.8x slower on the README's job)."""
+    import importlib.util
+
+    p = visualize.build_parser()._subparsers._group_actions[0].choices["batch"]
+    cli_default = next(a.default for a in p._actions if a.dest == "shard_size")
+    spec = importlib.util.spec_from_file_location(
+        "bench_batch",
+        os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "batch.py"),
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench_default = bench.build_parser().get_default("shard_size")
+    import inspect
+
+    lib_default = inspect.signature(batch.run_batch).parameters["shard_size"].default
+    assert cli_default == lib_default == bench_default == batch.DEFAULT_SHARD_SIZE == 65536
+
+
+def test_default_shard_size_takes_the_tile_kernel_on_the_readme_job():
+    """10^6 random pairs among 1,000 demo images (8 x 8 tokens, 64-d): with shards of the
+    default size each shard is dense enough for the per-block product ("tile"); at 16,384
+    pairs per shard it fell back to gathering every pair's W ("gather")."""
+    from jax.sharding import Mesh
+
+    from pairviz_jax.batch.kernels import DATA_AXIS, Compute
+
+    n_img, n_tok, emb = 1000, 64, 64
+    w = np.zeros((n_img, n_tok, emb), np.float32)
+    mesh = Mesh(np.asarray(jax.local_devices()[:1]), (DATA_AXIS,))
+    compute = Compute(w, np.zeros((n_img, emb), np.float32), (8, 8), mesh, 256, "auto")
+    pairs = np.random.default_rng(0).integers(0, n_img, (batch.DEFAULT_SHARD_SIZE, 2))
+    assert compute._use_tile(pairs.astype(np.int32))
+    assert not compute._use_tile(pairs[:16384].astype(np.int32))
+
+
+def test_batch_applies_the_minimum_image_size_of_pair(tiny_model, tmp_path, capsys):
+    """Images smaller than one patch (4 x 4 here) are unreadable for batch, as for pair."""
+    from PIL import Image
+
+    from pairviz_jax.data import demo
+
+    Image.fromarray(demo.render_example("test", 0, image_size=16)["image"]).save(
+        tmp_path / "ok.png"
+    )
+    Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(tmp_path / "tiny.png")
+    Image.fromarray(np.zeros((1, 5000, 3), np.uint8)).save(tmp_path / "thin.png")
+    (tmp_path / "pairs.csv").write_text("ok.png,tiny.png\nok.png,thin.png\nok.png,ok.png\n")
+    out = str(tmp_path / "out")
+    argv = ["batch", "--weights", "w.npz", "--pairs", str(tmp_path / "pairs.csv"), "--out", out]
+    assert visualize.main(argv) == 0
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    assert manifest["summary"]["written"] == 1 and manifest["summary"]["skipped"] == 2
+    unreadable = open(os.path.join(out, "unreadable.txt")).read()
+    assert "3x3 pixels is smaller than one 4x4 patch" in unreadable
+    assert "5000x1 pixels is smaller than one 4x4 patch" in unreadable
+    capsys.readouterr()
+    # pair refuses the same images with the same words.
+    rc = visualize.main(["pair", str(tmp_path / "thin.png"), "demo:test:0", "--weights", "w.npz"])
+    assert rc == 1 and "5000x1 pixels is smaller than one 4x4 patch" in capsys.readouterr().err
+
+
+def test_stale_temporary_files_are_removed_on_the_next_run(tiny_model, tmp_path):
+    """A kill while the pairs file was parsed left pairs.npy.tmp<pid> (32 MB at 4 x 10^6)."""
+    out = tmp_path / "out"
+    (out / "shards").mkdir(parents=True)
+    stale = [out / "pairs.npy.tmp4242", out / "shards" / "000001.maps_a.npy.tmp77"]
+    stale.append(out / "unreadable.txt.p3")
+    for path in stale:
+        path.write_bytes(b"x" * 100)
+    keep = out / "notes.tmp.txt"  # not a temporary name of the job
+    keep.write_text("mine")
+    argv = ["batch", "--weights", "w.npz", "--images", "demo:test:6", "--all-pairs"]
+    assert visualize.main([*argv, "--out", str(out)]) == 0
+    assert [p for p in stale if p.exists()] == []
+    assert keep.read_text() == "mine"

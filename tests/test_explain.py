@@ -56,15 +56,28 @@ def test_token_similarity_under_jit_vmap_and_broadcast():
     direct = ex.token_similarity(a, b)
     jitted = jax.jit(ex.token_similarity)(a, b)
     mapped = jax.vmap(jax.vmap(ex.token_similarity))(a, b)
-    for d, j, m in zip(direct, jitted, mapped, strict=True):
-        assert d.dtype == j.dtype == m.dtype == jnp.float32
-        np.testing.assert_allclose(d, j, rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(d, m, rtol=1e-6, atol=1e-7)
-    assert direct[0].shape == (2, 3, 16) and direct[2].shape == (2, 3)
-    # One query broadcast against three gallery items.
-    g_a, _, s = ex.token_similarity(a[0, :1], b[0])
-    np.testing.assert_allclose(s, direct[2][0] * 0 + ex.token_similarity(a[0, :1], b[0])[2])
-    assert g_a.shape == (3, 16)
+    # Every pair against the authors' per-token loop (tests/reference.py), float64.
+    for i in range(2):
+        for j in range(3):
+            want = reference.spatial_similarity(a[i, j], b[i, j])
+            for got in (direct, jitted, mapped):
+                for g, w in zip(got, want, strict=True):
+                    np.testing.assert_allclose(g[i, j], w, rtol=1e-5, atol=1e-6)
+    for d in (direct, jitted, mapped):
+        assert [x.dtype for x in d] == [jnp.float32] * 3
+        assert d[0].shape == d[1].shape == (2, 3, 16) and d[2].shape == (2, 3)
+    # One query broadcast against three gallery items: each equals its own pair.
+    g_a, g_b, s = ex.token_similarity(a[0, :1], b[0])
+    assert g_a.shape == g_b.shape == (3, 16) and s.shape == (3,)
+    for j in range(3):
+        want = reference.spatial_similarity(a[0, 0], b[0, j])
+        for g, w in zip((g_a[j], g_b[j], s[j]), want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    # ... and under jit and vmap (the query held fixed) the same numbers.
+    g_a2, g_b2, s2 = jax.jit(jax.vmap(ex.token_similarity, in_axes=(None, 0)))(a[0, 0], b[0])
+    np.testing.assert_allclose(g_a2, g_a, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(g_b2, g_b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(s2, s, rtol=1e-6, atol=1e-7)
     # bfloat16 tokens: contributions are computed in float32.
     assert ex.token_similarity(a.astype(jnp.bfloat16), b)[0].dtype == jnp.float32
 

@@ -79,8 +79,13 @@ def test_retrieval_green_border_only_on_matching_labels():
 
 
 def test_class_map_and_rollout_layouts():
-    fig = figures.class_map_figure([_img(), _img()], [_map(), _map()], ["c 1", "c 2"])
-    assert len(fig.axes) == 2 * 2 + 1
+    maps = [_map(), _map(40.0) + 100.0]  # sums over classes of different sizes
+    fig = figures.class_map_figure([_img(), _img()], maps, ["c 1", "c 2"], source="run @ step 9")
+    assert len(fig.axes) == 2 * 2 + 2  # a colour bar under each map
+    for ax, m in zip(fig.axes[2:4], maps, strict=True):  # each map on its own scale
+        norm = ax.images[-1].norm
+        assert (norm.vmin, norm.vmax) == (m.min(), m.max())
+    assert fig._suptitle.get_text() == "run @ step 9"
     fig = figures.rollout_figure(_img(), _img(), _map(), _map(), _map(), _map(), 0.25)
     assert len(fig.axes) == 6 + 2
     assert [fig.axes[i].get_title() for i in (1, 2, 4, 5)] == [

@@ -66,6 +66,22 @@ def test_32_bit_integer_and_float_greyscale(tmp_path):
     np.testing.assert_array_equal(out[..., 0], [[0, 128, 255]])
 
 
+def test_float_image_with_inf_pixels_is_scaled_by_its_finite_pixels(tmp_path, capsys):
+    """One +Inf patch in a [0, 1] float TIFF rendered the rest almost black, silently."""
+    x = np.tile(np.linspace(0.0, 1.0, 16, dtype=np.float32), (16, 1))
+    clean = load_image(_save(tmp_path, Image.fromarray(x, "F"), "clean.tif"))
+    assert capsys.readouterr().err == ""
+    bad = x.copy()
+    bad[:4, :4] = np.inf
+    bad[8, 8] = np.nan
+    out = load_image(_save(tmp_path, Image.fromarray(bad, "F"), "inf.tif"))
+    finite = np.isfinite(bad)
+    np.testing.assert_array_equal(out[finite], clean[finite])  # same scale as without
+    assert (out[:4, :4] == 255).all() and (out[8, 8] == 0).all()
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "inf.tif" in err and "17 of 256 pixels" in err
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 def test_alpha_is_composited_onto_white(tmp_path, mode):
     rgba = np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [0, 0, 0, 128]]], np.uint8)

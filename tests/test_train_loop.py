@@ -105,3 +105,119 @@ def test_checkpoint_restores_data_iterator_position(tmp_path, dataset):
         np.testing.assert_array_equal(next(it2)["label"], want)
     params, config = load_params(tmp_path)  # the visualisation reader: numpy, config dict
     assert isinstance(params["w"], np.ndarray) and config["batch_size"] == 8
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL at a chosen point of the loop."""
+
+
+def _steps(workdir):
+    """(step, kind) of every metrics.jsonl record, in order."""
+    out = []
+    for line in open(workdir / "metrics.jsonl"):
+        r = json.loads(line)
+        out.append((r["step"], "eval" if "eval/recall@1" in r else "train"))
+    return out
+
+
+def test_metrics_hold_each_step_once_after_kills(tmp_path, monkeypatch):
+    """A kill after step 3 was logged but before its checkpoint (step 4): the restart
+    resumes at 2 and logs 3 again. Before, metrics.jsonl then held step 3 twice."""
+    from pairviz_jax.train import loop
+
+    c = tiny(**{"log_every": 1, "eval_every": 2, "total_steps": 6, "async_checkpoints": False})
+    calls = {"n": 0}
+    check = loop._check_labels
+
+    def kill_at_step_4(labels, num_classes):  # called at the start of every step
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise Killed
+        check(labels, num_classes)
+
+    workdir = tmp_path / "killed"
+    monkeypatch.setattr(loop, "_check_labels", kill_at_step_4)
+    with pytest.raises(Killed):
+        train_and_evaluate(c, str(workdir), devices=ONE)
+    assert _steps(workdir)[-1] == (3, "train")  # logged past the checkpoint at 2
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 1.0, "tim')  # and a torn line
+    monkeypatch.setattr(loop, "_check_labels", check)
+    train_and_evaluate(c, str(workdir), devices=ONE)
+    # What an uninterrupted run logs: every step, an evaluation every 2 steps.
+    want = [(1, "train"), (2, "train"), (2, "eval"), (3, "train"), (4, "train"), (4, "eval")]
+    assert _steps(workdir) == [*want, (5, "train"), (6, "train"), (6, "eval")]
+
+
+def test_restart_after_a_kill_in_the_final_evaluation_writes_it(tmp_path, monkeypatch, caplog):
+    """The last checkpoint is final but its evaluation was never written: the restart
+    evaluates, logs and draws the curves. Before, it printed only {'step': 4}."""
+    from pairviz_jax.train import loop
+
+    caplog.set_level(logging.INFO, logger="pairviz_jax")
+    c = tiny(**{"eval_every": 0, "async_checkpoints": False})
+    evaluate = loop.evaluate
+
+    def killed_in_final_eval(*args, **kw):
+        raise Killed
+
+    monkeypatch.setattr(loop, "evaluate", killed_in_final_eval)
+    with pytest.raises(Killed):
+        train_and_evaluate(c, str(tmp_path), devices=ONE)
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 4
+    assert not (tmp_path / "curves.png").exists()
+    assert "eval" not in {k for _, k in _steps(tmp_path)}
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    out = train_and_evaluate(c, str(tmp_path), devices=ONE)
+    assert out["step"] == 4 and 0.0 < out["eval/recall@1"] <= 1.0 and np.isfinite(out["loss"])
+    assert _steps(tmp_path) == [(2, "train"), (4, "train"), (4, "eval")]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert any("its evaluation was not written" in r.getMessage() for r in caplog.records)
+    from pairviz_jax.train.runfiles import run_status
+
+    assert run_status(str(tmp_path)).finished
+    # A third start has nothing to do and says what the run ended with.
+    again = train_and_evaluate(c, str(tmp_path), devices=ONE)
+    assert again["eval/recall@1"] == out["eval/recall@1"] and again["loss"] == out["loss"]
+    assert _steps(tmp_path) == [(2, "train"), (4, "train"), (4, "eval")]
+
+
+def test_a_workdir_remembers_its_config(tmp_path):
+    from pairviz_jax.train.runfiles import ConfigChangedError
+
+    c = tiny(**{"eval_every": -1})
+    train_and_evaluate(c, str(tmp_path), devices=ONE)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    config_json = (tmp_path / "config.json").read_text()
+    longer = tiny(**{"eval_every": -1, "total_steps": 8, "optim.lr": 0.2})
+    with pytest.raises(ConfigChangedError) as info:
+        train_and_evaluate(longer, str(tmp_path), devices=ONE)
+    msg = str(info.value)
+    assert "\n" not in msg and "total_steps 4 -> 8" in msg and "optim.lr 0.1 -> 0.2" in msg
+    assert "--allow_config_change" in msg
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nothing touched
+    assert (tmp_path / "config.json").read_text() == config_json
+    out = train_and_evaluate(longer, str(tmp_path), devices=ONE, allow_config_change=True)
+    assert out["step"] == 8
+    assert json.load(open(tmp_path / "config.json"))["total_steps"] == 8
+
+
+def test_load_params_prints_no_warning(tmp_path, caplog, capfd):
+    """Reading one item of a checkpoint made orbax warn (absl) on every call."""
+    ck = Checkpointer(tmp_path / "checkpoints", save_every=1, async_save=False)
+    state = {"params": {"model": {"w": np.arange(3.0)}, "head": {"weights": np.ones((8, 8))}}}
+    ck.save(2, state, None, tiny(total_steps=2))
+    ck.close()
+    caplog.clear()
+    capfd.readouterr()
+    caplog.set_level(logging.DEBUG)
+    params, config = load_params(tmp_path)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [], [r.getMessage() for r in warnings]
+    assert capfd.readouterr().err == ""
+    assert config["total_steps"] == 2 and params["head"]["weights"].shape == (8, 8)
+    np.testing.assert_array_equal(params["model"]["w"], [0.0, 1.0, 2.0])
+    assert logging.getLogger("absl").level != logging.ERROR  # the quiet block is undone

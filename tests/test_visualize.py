@@ -4,9 +4,12 @@ The run directory is written with the training library's own ``Checkpointer`` an
 ``TrainState`` (the format ``train.py`` writes); the weight files with
 ``pairviz_jax.checkpoints.save``. Subcommands run in-process (``visualize.main``) so the
 compiled functions are shared; two runs go through a real subprocess to check that
-errors reach the terminal as one line without a traceback.
+errors reach the terminal as one line without a traceback. The figure tests read the maps
+back out of the drawn figure and compare them with ``explain.paired_maps`` /
+``explain.rollout_map`` / a per-member sum computed here (swapped or wrong maps fail).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +21,7 @@ import pytest
 from PIL import Image
 
 import visualize
-from pairviz_jax import checkpoints, plotting
+from pairviz_jax import checkpoints, explain, plotting, runs
 from pairviz_jax.models import ResNet, ViT
 from pairviz_jax.models.vit import decode_variant
 from pairviz_jax.train import Checkpointer, build_model, create_train_state, make_optimizer
@@ -38,20 +41,28 @@ def _random_params(model, size, seed):
     )
 
 
-def _config(variant="mu/4"):
+def _config(variant="mu/4", total=3):
     c = base_config()
     c.model.variant = variant
     c.model.proj_dim = 8
     c.input.name = "demo"
     c.input.image_size = SIZE
     c.num_classes = 24
+    c.total_steps = total
     return c
 
 
-def make_run(path, steps=(1, 2, 3), *, saved_variant="mu/4", config_variant="mu/4"):
-    """A train.py run directory whose checkpoints hold ``saved_variant`` parameters."""
+def make_run(
+    path, steps=(1, 2, 3), *, saved_variant="mu/4", config_variant="mu/4", total=None, final=True
+):
+    """A train.py run directory whose checkpoints hold ``saved_variant`` parameters.
+
+    The run is configured to end at ``total`` (default the last step); ``final`` writes its
+    final evaluation into metrics.jsonl (a finished run, as train.py leaves it).
+    """
+    total = steps[-1] if total is None else total
     model = build_model(_config(saved_variant).model)
-    config = _config(config_variant)
+    config = _config(config_variant, total)
     tx = make_optimizer(config)
     ckpt = Checkpointer(os.path.join(path, "checkpoints"), save_every=1, async_save=False)
     for step in steps:
@@ -61,6 +72,11 @@ def make_run(path, steps=(1, 2, 3), *, saved_variant="mu/4", config_variant="mu/
         }
         ckpt.save(step, create_train_state(params, tx), None, config, force=True)
     ckpt.close()
+    with open(os.path.join(path, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort())
+    if final:
+        with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"step": total, "eval/recall@1": 0.5}) + "\n")
     return str(path)
 
 
@@ -97,12 +113,12 @@ def folder_gallery(tmp_path_factory):
 
 @pytest.fixture
 def captured(monkeypatch):
-    """The figures visualize.py saves, with their PNG paths."""
+    """The figures visualize.py saves: (number of axes, size in pixels, the figure)."""
     figs = []
     save = plotting.save_figure
 
     def spy(fig, path, **kw):
-        figs.append((len(fig.axes), tuple(fig.get_size_inches() * fig.dpi)))
+        figs.append((len(fig.axes), tuple(fig.get_size_inches() * fig.dpi), fig))
         return save(fig, path, **kw)
 
     monkeypatch.setattr(plotting, "save_figure", spy)
@@ -110,12 +126,33 @@ def captured(monkeypatch):
 
 
 def _check_png(path, captured_layout, n_axes):
-    axes, (w, h) = captured_layout
+    axes, (w, h), _ = captured_layout
     assert os.path.isfile(path)
     with Image.open(path) as im:
         assert im.format == "PNG"
         assert im.size == (round(w), round(h))
     assert axes == n_axes
+
+
+def _heat(ax):
+    """The map drawn on a modern-style overlay panel (the image above the greyscale)."""
+    return np.asarray(ax.images[-1].get_array(), np.float64)
+
+
+def _prepared(m, ref):
+    return m.prepare(plotting.read_example(ref, m).image[None])
+
+
+def _reference_pair(m, a, b, convention="authors"):
+    """Upsampled maps and score of ``explain.paired_maps``: the method in one call."""
+    out = explain.paired_maps(
+        m.model, m.variables, _prepared(m, a), _prepared(m, b), convention=convention
+    )
+    return (
+        np.asarray(out["upsampled_a"][0]),
+        np.asarray(out["upsampled_b"][0]),
+        float(out["score"][0]),
+    )
 
 
 def _run(argv, capsys):
@@ -136,6 +173,18 @@ def test_pair(run_dir, tmp_path, capsys, captured, style, n_axes):
     assert stdout.split() == [str(out), str(tmp_path / "pair.pdf")]
     assert os.path.getsize(tmp_path / "pair.pdf") > 0
     _check_png(out, captured[0], n_axes)  # A, A|B, B|A, B (+ colour bar)
+    fig = captured[0][2]
+    m = plotting.load_run(run_dir)
+    map_a, map_b, score = _reference_pair(m, "demo:test:0", "demo:test:24")
+    assert f"{score:.3f}" in fig._suptitle.get_text()
+    assert m.label.endswith(" @ step 3") and m.label in fig._suptitle.get_text()  # model, step
+    if style == "modern":
+        np.testing.assert_allclose(_heat(fig.axes[1]), map_a, rtol=1e-4, atol=1e-6)  # A|B
+        np.testing.assert_allclose(_heat(fig.axes[2]), map_b, rtol=1e-4, atol=1e-6)  # B|A
+    else:
+        a = plotting.read_example("demo:test:0", m).image
+        want = plotting.paper_overlay(a, map_a)
+        np.testing.assert_allclose(fig.axes[1].images[0].get_array(), want, atol=1)
 
 
 def test_pair_from_weight_file_and_image_files(
@@ -155,6 +204,16 @@ def test_matrix(run_dir, tmp_path, capsys, captured):
     rc, _, err = _run(["matrix", *refs, "--workdir", run_dir, "--out", out], capsys)
     assert rc == 0, err
     _check_png(out, captured[0], 3 * 3 + 1)
+    fig = captured[0][2]
+    m = plotting.load_run(run_dir)
+    for i in range(3):
+        for j in range(3):
+            if i == j:
+                continue
+            map_i, _, score = _reference_pair(m, refs[i], refs[j])
+            ax = fig.axes[i * 3 + j]  # row i, column j: image i's map with respect to j
+            np.testing.assert_allclose(_heat(ax), map_i, rtol=1e-4, atol=1e-6)
+            assert ax.get_title().endswith(f"{score:.3f}")
 
 
 def test_retrieve_with_compare_and_green_borders(
@@ -167,6 +226,27 @@ def test_retrieve_with_compare_and_green_borders(
     rc, _, err = _run(argv, capsys)
     assert rc == 0, err
     _check_png(out, captured[0], 2 * (1 + 4) + 2)  # ViT row, ResNet row, a colour bar each
+    fig = captured[0][2]
+    models = [
+        plotting.load_run(run_dir),
+        plotting.load_weights(weight_files["resnet"], image_size=SIZE),
+    ]
+    for row, m in enumerate(models):
+        # Brute force: every gallery image's cosine with the query, the query left out.
+        gallery = plotting.open_gallery(folder_gallery, m)
+        q = m.embed(plotting.read_example(query, m).image[None])[0]
+        emb = m.embed(gallery.images())
+        cos = emb @ q / np.linalg.norm(emb, axis=1) / np.linalg.norm(q)
+        keys = [e.key for e in gallery.examples]
+        cos[keys.index(os.path.abspath(query))] = -np.inf
+        best = np.argsort(-cos, kind="stable")[:4]
+        axes = fig.axes[row * 5 : row * 5 + 5]
+        assert axes[0].get_ylabel() == m.label
+        for ax, g in zip(axes[1:], best, strict=True):
+            name = gallery.examples[g].name
+            assert ax.get_title() == f"{name}  {cos[g]:.3f}"
+            want, _, _ = _reference_pair(m, gallery.examples[g].key, query)
+            np.testing.assert_allclose(_heat(ax), want, rtol=1e-3, atol=1e-5)
 
 
 def test_retrieval_rows_mark_matching_labels(run_dir, folder_gallery):
@@ -177,7 +257,8 @@ def test_retrieval_rows_mark_matching_labels(run_dir, folder_gallery):
     assert len(row.results) == 5  # the query itself is not in its results
     names = row.names
     labels = {e.name: e.label for e in gallery.examples}
-    assert "0" not in names
+    assert sorted(labels) == ["a/0", "a/24", "a/48", "b/1", "b/25", "b/49"]  # class/file
+    assert "a/0" not in names
     assert row.correct == [labels[n] == "a" for n in names]
     assert sum(row.correct) == 2 and row.scores == sorted(row.scores, reverse=True)
     np.testing.assert_allclose(
@@ -191,7 +272,21 @@ def test_class_map(run_dir, tmp_path, capsys, captured):
     argv += ["--gallery-size", 96, "--workdir", run_dir, "--out", out]
     rc, _, err = _run(argv, capsys)
     assert rc == 0, err
-    _check_png(out, captured[0], 2 * 2 + 1)
+    _check_png(out, captured[0], 2 * 2 + 2)  # a colour bar under each map
+    fig = captured[0][2]
+    m = plotting.load_run(run_dir)
+    for col, (q, label) in enumerate(((0, 24), (1, 25))):
+        # Section 4.2: the query's maps summed over the other gallery images of its class
+        # (demo:test:i has class 24 + i % 24; the first 96 images: 4 per class).
+        members = [i for i in range(96) if 24 + i % 24 == label and i != q]
+        want = sum(_reference_pair(m, f"demo:test:{q}", f"demo:test:{g}")[0] for g in members)
+        ax = fig.axes[2 + col]
+        np.testing.assert_allclose(_heat(ax), want, rtol=1e-4, atol=1e-5)
+        # Each class map on its own colour scale: a shared one left weak maps one colour.
+        assert ax.images[-1].norm.vmin == pytest.approx(want.min(), rel=1e-4, abs=1e-6)
+        assert ax.images[-1].norm.vmax == pytest.approx(want.max(), rel=1e-4, abs=1e-6)
+        assert f"class {label}" in fig.axes[col].get_title()
+    assert m.label in fig._suptitle.get_text()
 
 
 def test_training(run_dir, tmp_path, capsys, captured):
@@ -201,6 +296,16 @@ def test_training(run_dir, tmp_path, capsys, captured):
     rc, _, err = _run(argv, capsys)
     assert rc == 0, err
     _check_png(out, captured[0], 3 * (1 + 3) + 3)  # steps 1, 2, 3
+    fig = captured[0][2]
+    assert [fig.axes[r * 4].get_ylabel() for r in range(3)] == ["step 1", "step 2", "step 3"]
+    # Each row's maps come from its own checkpoint.
+    for r, step in enumerate((1, 2, 3)):
+        m = plotting.load_run(run_dir, step)
+        name, score = fig.axes[r * 4 + 1].get_title().split()
+        g = f"demo:test:{int(name[1:])}"
+        want, _, s_ref = _reference_pair(m, g, "demo:test:0")
+        np.testing.assert_allclose(_heat(fig.axes[r * 4 + 1]), want, rtol=1e-3, atol=1e-5)
+        assert score == f"{s_ref:.3f}"
     rc, _, err = _run([*argv, "--steps", "1,3"], capsys)
     assert rc == 0, err
     _check_png(out, captured[1], 2 * (1 + 3) + 2)
@@ -212,6 +317,21 @@ def test_rollout(run_dir, tmp_path, capsys, captured):
     rc, _, err = _run([*argv, "--step", 2], capsys)
     assert rc == 0, err
     _check_png(out, captured[0], 2 * 3 + 2)
+    fig = captured[0][2]
+    m = plotting.load_run(run_dir, 2)
+    f = explain.features(
+        m.model,
+        m.variables,
+        jnp.concatenate([_prepared(m, "demo:test:0"), _prepared(m, "demo:test:24")]),
+        head_fusion="mean",
+    )
+    roll = np.asarray(explain.upsample(explain.rollout_map(f), m.image_size))
+    map_a, map_b, _ = _reference_pair(m, "demo:test:0", "demo:test:24")
+    np.testing.assert_allclose(_heat(fig.axes[1]), roll[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_heat(fig.axes[2]), map_a, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_heat(fig.axes[4]), roll[1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_heat(fig.axes[5]), map_b, rtol=1e-4, atol=1e-6)
+    assert "@ step 2" in fig._suptitle.get_text()
 
 
 def test_rollout_needs_attention(weight_files, tmp_path, capsys):
@@ -224,7 +344,7 @@ def test_new_subcommands_are_a_few_lines(monkeypatch, capsys):
     def add(p):
         p.add_argument("word")
 
-    command = visualize.Command("say a word", add, lambda args, _: [args.word], ())
+    command = visualize.Command("say a word", add, lambda args: [args.word], ())
     monkeypatch.setitem(visualize.COMMANDS, "echo", command)
     assert visualize.main(["echo", "hi"]) == 0
     assert capsys.readouterr().out.split() == ["hi"]
@@ -307,12 +427,16 @@ def test_weight_file_errors(tmp_path, capsys):
     _error([*pair, "--weights", junk], capsys, "--weights", junk)
 
 
-def test_class_token_pooling_needs_pool_type_gap(weight_files, tmp_path, capsys):
+def test_class_token_pooling_gives_paired_maps(weight_files, tmp_path, capsys):
+    """A class-token model draws its exact token split; --pool-type gap the paper's."""
     argv = ["pair", "demo:test:0", "demo:test:1", "--weights", weight_files["vit_tok"]]
-    argv += ["--out", tmp_path / "tok.png"]
-    _error(argv, capsys, "pool_type='tok'", "--pool-type gap")
-    rc, _, err = _run([*argv, "--pool-type", "gap"], capsys)
+    rc, _, err = _run([*argv, "--out", tmp_path / "tok.png"], capsys)
     assert rc == 0, err
+    rc, _, err = _run([*argv, "--out", tmp_path / "gap.png", "--pool-type", "gap"], capsys)
+    assert rc == 0, err
+    tok = np.asarray(Image.open(tmp_path / "tok.png"))
+    gap = np.asarray(Image.open(tmp_path / "gap.png"))
+    assert tok.shape == gap.shape and np.abs(tok.astype(int) - gap.astype(int)).max() > 0
 
 
 def test_model_options(weight_files, capsys):
@@ -389,23 +513,29 @@ def test_demo_renders_every_figure_from_an_existing_run(run_dir, tmp_path, capsy
     argv = ["demo", "--workdir", run_dir, "--out", out, "--gallery-size", 96]
     rc, stdout, err = _run(argv, capsys)
     assert rc == 0, err
-    assert "train.py" not in err  # a checkpoint exists: no training
+    assert "train.py" not in err  # a finished run: no training
     assert sorted(os.path.basename(p) for p in stdout.split()) == sorted(demo.FIGURES)
     for name in demo.FIGURES:
         with Image.open(out / name) as im:
             assert im.format == "PNG" and min(im.size) > 100
 
 
+def _fake_python(tmp_path, status=0):
+    """A 'python' that records its arguments (train.py's command line) and exits."""
+    log = tmp_path / "argv.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit {status}\n')
+    fake.chmod(0o755)
+    return str(fake), log
+
+
 def test_demo_trains_with_train_py_when_there_is_no_checkpoint(tmp_path):
     from pairviz_jax.plotting import demo
 
-    log = tmp_path / "argv.txt"
-    fake_python = tmp_path / "python"
-    fake_python.write_text(f'#!/bin/sh\necho "$@" > {log}\nexit 3\n')
-    fake_python.chmod(0o755)
+    fake, log = _fake_python(tmp_path, 3)
     config = os.path.join(ROOT, "configs", "demo.py")
     with pytest.raises(plotting.InputError, match="exit status 3"):
-        demo.train_if_needed(str(tmp_path / "run"), config, python=str(fake_python))
+        demo.ensure_trained(str(tmp_path / "run"), config, python=fake)
     argv = log.read_text().split()
     assert argv == [
         os.path.join(ROOT, "train.py"),
@@ -415,16 +545,186 @@ def test_demo_trains_with_train_py_when_there_is_no_checkpoint(tmp_path):
         str(tmp_path / "run"),
     ]
     with pytest.raises(plotting.InputError, match="no such file"):
-        demo.train_if_needed(str(tmp_path / "run"), str(tmp_path / "nope.py"))
+        demo.ensure_trained(str(tmp_path / "run"), str(tmp_path / "nope.py"))
+
+
+@pytest.mark.parametrize(
+    "steps, total, final, why",
+    [
+        ((1, 2), 5, False, "stopped at step 2 of 5"),  # killed after step 2's checkpoint
+        ((1, 2, 3), 3, False, "final evaluation missing"),  # killed in the final evaluation
+    ],
+)
+def test_demo_resumes_an_unfinished_run_instead_of_drawing_it(tmp_path, steps, total, final, why):
+    """The interrupted demo: a checkpoint exists, but the run is not finished."""
+    from pairviz_jax.plotting import demo
+
+    run = make_run(tmp_path / "run", steps, total=total, final=final)
+    assert why in runs.run_status(run).describe() and not runs.run_status(run).finished
+    fake, log = _fake_python(tmp_path, 0)  # "trains" without finishing the run
+    config = os.path.join(ROOT, "configs", "demo.py")
+    with pytest.raises(plotting.InputError, match=why):
+        demo.ensure_trained(run, config, python=fake)
+    assert log.read_text().split()[-1] == run  # train.py was run on the workdir (resumes)
+    # A finished run is drawn as it is.
+    done = make_run(tmp_path / "done", (1, 2, 3))
+    assert demo.ensure_trained(done, config, python=fake) is False
+    assert len(log.read_text().splitlines()) == 1
+
+
+@pytest.fixture
+def embedded(run_dir, tmp_path):
+    """A tiny exported run and a config file that matches (or not) the run's config."""
+    path = str(tmp_path / "embedded.npz")
+    runs.export_run(run_dir, path, name="demo")
+
+    def config_file(total=3):
+        f = tmp_path / f"config_{total}.py"
+        f.write_text(
+            "from tests.test_visualize import _config\n\n\n"
+            f"def get_config(arg=None):\n    return _config(total={total})\n"
+        )
+        return str(f)
+
+    return path, config_file
+
+
+def test_demo_draws_the_embedded_model_without_training(embedded, tmp_path, monkeypatch):
+    from pairviz_jax.plotting import demo
+
+    path, config_file = embedded
+    monkeypatch.setattr(demo, "EMBEDDED", path)
+    drawn, trained = [], []
+    monkeypatch.setattr(demo, "render", lambda source, out, **kw: drawn.append(source) or [])
+    monkeypatch.setattr(demo, "ensure_trained", lambda *a, **kw: trained.append(a))
+    demo.run(None, str(tmp_path / "out"), config=config_file())
+    assert drawn == [path] and trained == []
+    # An embedded model trained with another config (configs/demo.py changed): train.
+    demo.run(None, str(tmp_path / "out"), config=config_file(total=4))
+    assert trained == [(demo.WORKDIR, config_file(total=4))] and drawn[-1] == demo.WORKDIR
+    assert "total_steps 3 -> 4" in demo.embedded_run(config_file(total=4))[1]
+    # --train, or no embedded file: train.
+    demo.run(None, str(tmp_path / "out"), config=config_file(), train=True)
+    monkeypatch.setattr(demo, "EMBEDDED", str(tmp_path / "missing.npz"))
+    demo.run(None, str(tmp_path / "out"), config=config_file())
+    assert len(trained) == 3
+    # An exported run given as --workdir is drawn as it is.
+    demo.run(path, str(tmp_path / "out"), config=config_file(total=4))
+    assert drawn[-1] == path and len(trained) == 3
+
+
+def test_exported_run_loads_like_the_run(run_dir, embedded):
+    path, _ = embedded
+    assert runs.checkpoint_steps(path) == [1, 2, 3]
+    for step in (1, 3):
+        a, b = runs.load_run(run_dir, step), runs.load_run(path, step)
+        assert b.label == f"demo @ step {step}" and b.image_size == a.image_size
+        tol = 0 if step == 3 else 1e-3  # earlier steps are stored in float16
+        for x, y in zip(jax.tree.leaves(a.variables), jax.tree.leaves(b.variables), strict=True):
+            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=tol, atol=tol)
+    runs.export_run(run_dir, path, steps=[3])
+    with pytest.raises(plotting.InputError, match="--step 2: no such checkpoint"):
+        runs.load_run(path, 2)
+
+
+def test_the_shipped_demo_model_is_current_and_draws_the_readme_figures(tmp_path):
+    """configs/demo.py's run ships with the package; the README's figures are drawn from it."""
+    from pairviz_jax.plotting import commands, demo
+
+    path, why = demo.embedded_run()
+    assert path is not None, why  # changed configs/demo.py? visualize.py demo --train --export
+    assert os.path.getsize(path) < 4_000_000
+    run = runs.read_exported(path)
+    assert run.steps == [500, 1500, 3000, 3500] and run.metrics["eval/recall@1"] > 0.45
+    m = runs.load_run(path)
+    assert m.label == "demo @ step 3500" and m.image_size == (64, 64)
+    a, b = (plotting.read_example(r, m) for r in demo.PAIR)
+    fig = commands.pair(m, a, b, style=plotting.Style("modern"))
+    png = plotting.save_figure(fig, str(tmp_path / "pair.png"))[0]
+    with (
+        Image.open(png) as got,
+        Image.open(os.path.join(ROOT, "docs", "figures", "pair.png")) as want,
+    ):
+        assert got.size == want.size
+        diff = np.abs(np.asarray(got, np.int16) - np.asarray(want, np.int16))
+        assert diff.mean() < 0.5, diff.mean()  # docs/figures is this model's output
 
 
 def test_query_label_comes_from_the_class_folder(folder_gallery, run_dir):
+    from pairviz_jax.plotting import cli
+
     m = plotting.load_run(run_dir)
     gallery = plotting.open_gallery(folder_gallery, m)
     args = visualize.build_parser().parse_args(
         ["retrieve", "q.png", "--gallery", folder_gallery, "--workdir", run_dir]
     )
-    assert visualize._query_label(args, os.path.join(folder_gallery, "b", "1.png"), gallery) == "b"
-    assert visualize._query_label(args, "/elsewhere/q.png", gallery) is None
+    assert cli.query_label(args, os.path.join(folder_gallery, "b", "1.png"), gallery) == "b"
+    assert cli.query_label(args, "/elsewhere/q.png", gallery) is None
     args.label = "a"
-    assert visualize._query_label(args, "/elsewhere/q.png", gallery) == "a"
+    assert cli.query_label(args, "/elsewhere/q.png", gallery) == "a"
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def test_compare_takes_its_own_model_options(
+    run_dir, weight_files, folder_gallery, tmp_path, capsys
+):
+    query = os.path.join(folder_gallery, "a", "0.png")
+    base = ["retrieve", query, "--gallery", folder_gallery, "--workdir", run_dir]
+    base += ["--out", tmp_path / "r.png"]
+    resnet = ["--compare", weight_files["resnet"], "--compare-image-size", SIZE]
+    # The second model's options reach the second model, and errors name them.
+    err = _error([*base, *resnet, "--compare-model-option", "num_groups=3"], capsys, "--compare ")
+    assert "--compare-model-option num_groups=N" in err and "--weights" not in err
+    rc, _, err = _run([*base, *resnet, "--compare-model-option", "num_groups=2"], capsys)
+    assert rc == 0, err
+    _error([*base, "--compare", run_dir, "--compare-num-heads", 2], capsys, "--compare-num-heads")
+    _error([*base, "--compare-model-option", "x=1"], capsys, "needs --compare")
+    _error([*base, "--compare", run_dir, "--compare-step", 7], capsys, "--compare-step 7")
+
+
+def test_compare_step_picks_the_second_runs_checkpoint(
+    run_dir, folder_gallery, tmp_path, capsys, captured
+):
+    query = os.path.join(folder_gallery, "a", "0.png")
+    argv = ["retrieve", query, "--gallery", folder_gallery, "--workdir", run_dir, "--top", 2]
+    argv += ["--compare", run_dir, "--compare-step", 1, "--out", tmp_path / "r.png"]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    fig = captured[0][2]
+    name = os.path.basename(run_dir)
+    assert [fig.axes[0].get_ylabel(), fig.axes[3].get_ylabel()] == [
+        f"{name} @ step 3",
+        f"{name} @ step 1",
+    ]
+
+
+def test_training_has_no_step_option(run_dir, capsys):
+    argv = ["training", "demo:test:0", "--gallery", "demo:test", "--workdir", run_dir]
+    with pytest.raises(SystemExit) as info:
+        visualize.main([*argv, "--step", "10"])  # was accepted and ignored
+    assert info.value.code == 2
+    assert "unrecognized arguments: --step 10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", sorted(visualize.COMMANDS))
+def test_help_shows_every_option_with_its_default(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        visualize.main([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    parser = visualize.build_parser()._subparsers._group_actions[0].choices[command]
+    for action in parser._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest}: no help"
+        if action.option_strings and action.default not in (None, False, [], "==SUPPRESS=="):
+            assert f"(default: {action.default})" in " ".join(text.split()), action.dest
+
+
+def test_an_unfinished_run_is_drawn_only_with_a_note_and_its_step(tmp_path, capsys, captured):
+    run = make_run(tmp_path / "half", (1, 2), total=5, final=False)
+    argv = ["pair", "demo:test:0", "demo:test:24", "--workdir", run, "--out", tmp_path / "p.png"]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0
+    assert err.strip() == f"note: {run}: stopped at step 2 of 5; the maps are step 2's"
+    assert "half @ step 2" in captured[0][2]._suptitle.get_text()

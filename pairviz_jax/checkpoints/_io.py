@@ -185,9 +185,11 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
     except ImportError:
         raise ImportError(
             f"{path} looks like a PyTorch (pickle) checkpoint; it is read only with "
-            "torch.load(weights_only=True), which needs the optional torch extra: "
-            "pip install 'pairviz-jax[torch]' (or convert it once elsewhere with "
-            "pairviz_jax.checkpoints.convert)"
+            "torch.load(weights_only=True), which needs PyTorch: on a machine without a GPU "
+            "install PyTorch's CPU-only build first (PyTorch's install page, Compute Platform "
+            "CPU), then pip install 'pairviz-jax[torch]' (alone, the extra pulls the CUDA build "
+            "and ~20 GPU packages); or convert the file once elsewhere with "
+            "pairviz_jax.checkpoints.convert_file"
         ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

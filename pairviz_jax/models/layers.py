@@ -157,14 +157,23 @@ class MultiHeadAttention(nn.Module):
         k = dense("key")(kv)
         v = dense("value")(kv)
         logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [B, H, Q, K]
+        logits = logits.astype(jnp.float32)
+        weights = jax.nn.softmax(logits, axis=-1)  # [B, H, Q, K]
         # Kept alive only when the caller asks for `intermediates`.
         self.sow("intermediates", self.sow_as, fuse_heads(weights, attention_fusion))
-        if detach:
-            weights = jax.lax.stop_gradient(weights)
-        if attention_delta is not None:
-            weights = weights + attention_delta.astype(weights.dtype)
-        y = jnp.einsum("...hqk,...khd->...qhd", weights.astype(self.dtype), v)
+        if detach or attention_delta is not None:
+            if detach:
+                weights = jax.lax.stop_gradient(weights)
+            if attention_delta is not None:
+                weights = weights + attention_delta.astype(weights.dtype)
+            y = jnp.einsum("...hqk,...khd->...qhd", weights.astype(self.dtype), v)
+        else:
+            # softmax(l) @ v, normalised after the product: XLA:CPU otherwise fuses a softmax
+            # read only by this product into the product's kernel, 1.3-1.7x slower per block
+            # (benchmarks/explain.py). Same values to float rounding.
+            e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+            y = jnp.einsum("...hqk,...khd->...qhd", e.astype(self.dtype), v)
+            y = y / jnp.swapaxes(e.sum(-1), -1, -2)[..., None].astype(self.dtype)
         return nn.DenseGeneral(
             features=d,
             axis=(-2, -1),

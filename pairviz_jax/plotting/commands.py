@@ -8,7 +8,9 @@ These are the functions behind ``visualize.py``'s subcommands, usable from a not
     plotting.save_figure(plotting.pair(m, a, b), "pair.png")
 
 Retrieval ranks the whole gallery by the embeddings' cosine similarity (one forward
-pass per image, no attention kept) and computes maps only for the top results.
+pass per image, no attention kept) and computes maps only for the top results. Every
+figure's title names the model and the checkpoint step its maps come from
+(``LoadedModel.label``, e.g. ``demo @ step 3500``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from matplotlib.figure import Figure
 from pairviz_jax import explain
 from pairviz_jax.plotting import figures
 from pairviz_jax.plotting.figures import RetrievalRow, Style
-from pairviz_jax.plotting.images import InputError
 from pairviz_jax.plotting.inputs import Example, Gallery
-from pairviz_jax.plotting.loading import LoadedModel
+from pairviz_jax.runs import InputError, LoadedModel
 
 MODERN = Style()  # the default style (a frozen dataclass, shared)
 
@@ -43,12 +44,6 @@ __all__ = [
 
 def _features(m: LoadedModel, examples: Sequence[Example]) -> explain.Features:
     """Features of each image, one forward pass per image (one compiled shape per model)."""
-    if getattr(m.model, "pool_type", "gap") != "gap":
-        raise InputError(
-            f"{m.label}: the model pools with its class token (pool_type="
-            f"{m.model.pool_type!r}) but paired maps split a mean pool (eq. 1-4); "
-            "pass --pool-type gap"
-        )
     per_image = [
         explain.features(m.model, m.variables, m.prepare(e.image[None]), head_fusion="mean")
         for e in examples
@@ -80,7 +75,7 @@ def pair(
     """Fig. 3/4: images A and B with their paired maps A|B and B|A."""
     _, map_a, map_b, score = _pair_maps(m, a, b, convention)
     return figures.pair_figure(
-        a.image, b.image, map_a, map_b, score, names=(a.name, b.name), style=style
+        a.image, b.image, map_a, map_b, score, names=(a.name, b.name), style=style, source=m.label
     )
 
 
@@ -100,7 +95,12 @@ def matrix(
     if len(set(names)) < len(names):
         names = [chr(ord("A") + i) if i < 26 else str(i) for i in range(len(examples))]
     return figures.matrix_figure(
-        [e.image for e in examples], cross["maps_q"], cross["score"], names=names, style=style
+        [e.image for e in examples],
+        cross["maps_q"],
+        cross["score"],
+        names=names,
+        style=style,
+        source=m.label,
     )
 
 
@@ -198,7 +198,8 @@ def training(
         )
         for m, q, g in rows
     ]
-    return figures.retrieval_figure(built, style=style)
+    run = rows[0][0].label.split(" @ ")[0] if rows else None
+    return figures.retrieval_figure(built, style=style, source=run)
 
 
 def class_maps(
@@ -232,7 +233,7 @@ def class_maps(
         fq = fq_all.slice(i, i + 1)
         score = np.asarray(explain.cosine(fq.embedding, fg.embedding)).mean()
         titles.append(f"{q.name}: class {q.label}\n{len(members)} images, mean {score:.3f}")
-    return figures.class_map_figure(images, maps, titles, style=style)
+    return figures.class_map_figure(images, maps, titles, style=style, source=m.label)
 
 
 def rollout(
@@ -255,4 +256,5 @@ def rollout(
         score,
         names=(a.name, b.name),
         style=style,
+        source=m.label,
     )

@@ -12,8 +12,10 @@ Two styles:
   per-map min-max, OpenCV's JET, added onto the greyscale image); no colour bar, since
   every map is stretched to its own range.
 
-Titles carry the cosine similarity of each pair. A green border marks a retrieved image
-whose label matches the query's (Fig. 6, Fig. 9).
+Titles carry the cosine similarity of each pair, and ``source`` (the model and the
+checkpoint step the maps come from, e.g. ``demo @ step 3500``) when given. A green border
+marks a retrieved image whose label matches the query's (Fig. 6, Fig. 9). Class maps are
+sums over classes of different sizes, so each is drawn on its own colour scale.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from pairviz_jax.plotting.paper import paper_overlay, to_grey
@@ -147,6 +150,12 @@ def _colour_bar(fig: Figure, axes, style: Style, norm: Normalize, label: str) ->
 _MAP_LABEL = "similarity contribution"
 
 
+def _suptitle(fig: Figure, *lines: str | None) -> None:
+    text = "\n".join(line for line in lines if line)
+    if text:
+        fig.suptitle(text, fontsize=10)
+
+
 def pair_figure(
     image_a: np.ndarray,
     image_b: np.ndarray,
@@ -156,6 +165,7 @@ def pair_figure(
     *,
     names: tuple[str, str] = ("A", "B"),
     style: Style = _DEFAULT,
+    source: str | None = None,
 ) -> Figure:
     """Fig. 3/4: the two images and their paired maps side by side.
 
@@ -166,6 +176,7 @@ def pair_figure(
       score: their cosine similarity.
       names: what to call the images in titles.
       style: drawing style.
+      source: the model and step, for the title.
 
     Returns:
       A figure with 4 image panels (A, A|B, B|A, B), plus a colour bar (modern style).
@@ -178,7 +189,7 @@ def pair_figure(
     _overlay(axes[0, 2], image_b, map_b, style, norm, f"{b}|{a}")
     _image(axes[0, 3], image_b, style, b)
     _colour_bar(fig, axes[0, :], style, norm, _MAP_LABEL)
-    fig.suptitle(f"similarity {a}, {b} = {score:.3f}", fontsize=10)
+    _suptitle(fig, f"similarity {a}, {b} = {score:.3f}", source)
     return fig
 
 
@@ -189,6 +200,7 @@ def matrix_figure(
     *,
     names: Sequence[str] | None = None,
     style: Style = _DEFAULT,
+    source: str | None = None,
 ) -> Figure:
     """Fig. 1: N x N grid, images on the diagonal, row i column j the map i|j.
 
@@ -198,6 +210,7 @@ def matrix_figure(
       scores: [N, N] cosine similarities.
       names: titles of the images (default A, B, C, ...).
       style: drawing style.
+      source: the model and step, for the title.
 
     Returns:
       A figure with N * N panels, plus a colour bar (modern style).
@@ -219,6 +232,7 @@ def matrix_figure(
                 title = f"{names[i]}|{names[j]}  {scores[i, j]:.3f}"
                 _overlay(axes[i, j], images[i], maps[i, j], style, norm, title)
     _colour_bar(fig, axes, style, norm, _MAP_LABEL)
+    _suptitle(fig, source)
     return fig
 
 
@@ -247,13 +261,16 @@ class RetrievalRow:
     query_map: np.ndarray | None = None
 
 
-def retrieval_figure(rows: Sequence[RetrievalRow], *, style: Style = _DEFAULT) -> Figure:
+def retrieval_figure(
+    rows: Sequence[RetrievalRow], *, style: Style = _DEFAULT, source: str | None = None
+) -> Figure:
     """Fig. 6 / Fig. 9: per row a query and its top-k results with their maps.
 
     Args:
       rows: one :class:`RetrievalRow` per model (Fig. 9's ViT vs ResNet) or per
-        checkpoint (Fig. 6).
+        checkpoint (Fig. 6); the row titles name the model and step.
       style: drawing style.
+      source: a figure title (e.g. the run of Fig. 6's rows).
 
     Returns:
       A figure with ``len(rows) * (1 + k)`` panels (k the longest row), plus one colour
@@ -282,6 +299,7 @@ def retrieval_figure(rows: Sequence[RetrievalRow], *, style: Style = _DEFAULT) -
                 _border(ax, MATCH_COLOUR)
         if norm is not None:
             _colour_bar(fig, axes[r, :], style, norm, _MAP_LABEL)
+    _suptitle(fig, source)
     return fig
 
 
@@ -291,27 +309,38 @@ def class_map_figure(
     titles: Sequence[str],
     *,
     style: Style = _DEFAULT,
+    source: str | None = None,
 ) -> Figure:
     """Fig. 5: each query image above its class similarity map (Section 4.2).
+
+    A class map sums a query's maps over the members of its class, so maps of different
+    classes differ in scale by the class sizes and the similarities; each map is drawn on
+    its own colour scale (a shared one leaves the weaker maps a single colour).
 
     Args:
       images: Q uint8 images [H, W, 3].
       maps: Q class maps [H, W].
       titles: Q titles (class and number of members).
       style: drawing style.
+      source: the model and step, for the title.
 
     Returns:
-      A figure with 2 * Q panels, plus a colour bar (modern style).
+      A figure with 2 * Q panels, plus a colour bar under each map (modern style).
     """
     q = len(images)
     if q == 0 or len(maps) != q or len(titles) != q:
         raise ValueError("class_map_figure needs as many maps and titles as images (>= 1)")
-    fig, axes = _figure(2, q, style, extra_width=0.7 if style.colour_bar else 0.0)
-    norm = _norm(maps)
+    fig, axes = _figure(2, q, style)
     for i in range(q):
+        norm = _norm([maps[i]])
         _image(axes[0, i], images[i], style, titles[i])
         _overlay(axes[1, i], images[i], maps[i], style, norm, "class map")
-    _colour_bar(fig, axes[1, :], style, norm, "summed similarity contribution")
+        if style.colour_bar:
+            mappable = plt.cm.ScalarMappable(norm=norm, cmap=style.cmap)
+            bar = fig.colorbar(mappable, ax=axes[1, i], location="bottom", shrink=0.9, pad=0.03)
+            bar.ax.tick_params(labelsize=6)
+            bar.ax.xaxis.set_major_locator(MaxNLocator(3))
+    _suptitle(fig, source)
     return fig
 
 
@@ -326,6 +355,7 @@ def rollout_figure(
     *,
     names: tuple[str, str] = ("A", "B"),
     style: Style = _DEFAULT,
+    source: str | None = None,
 ) -> Figure:
     """Fig. 8: output-agnostic rollout maps beside the paired similarity maps.
 
@@ -336,6 +366,7 @@ def rollout_figure(
       score: cosine similarity of A and B.
       names: what to call the images.
       style: drawing style.
+      source: the model and step, for the title.
 
     Returns:
       A figure with 2 x 3 panels (image, rollout, paired map per row), plus two colour
@@ -353,7 +384,7 @@ def rollout_figure(
         _overlay(axes[r, 2], image, sim, style, norm_s, f"{name}|{other}")
     _colour_bar(fig, axes[:, 1], style, norm_r, "rollout relevance")
     _colour_bar(fig, axes[:, 2], style, norm_s, _MAP_LABEL)
-    fig.suptitle(f"similarity {a}, {b} = {score:.3f}", fontsize=10)
+    _suptitle(fig, f"similarity {a}, {b} = {score:.3f}", source)
     return fig
 
 

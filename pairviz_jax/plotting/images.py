@@ -5,29 +5,46 @@
 (``I;16``, ``I``; scaled from their full range to 8 bits, not clipped), float (``F``),
 CMYK, YCbCr, LAB, HSV and anything with alpha (composited onto white). EXIF
 orientation is applied. Every failure is an :class:`InputError` whose one-line message
-starts with the file's name.
+starts with the file's name. Float images with NaN or Inf pixels are scaled by their
+finite pixels (Inf -> the finite maximum, -Inf and NaN -> the finite minimum) with a
+one-line warning on stderr: one +Inf patch no longer turns the rest black.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pairviz_jax.runs.model import InputError
+
 __all__ = ["InputError", "load_image", "to_rgb"]
 
 
-class InputError(ValueError):
-    """Bad input from the user: the message is one line naming the file or option."""
+def _finite(x: np.ndarray, where: str | None) -> np.ndarray:
+    """NaN/Inf pixels -> the finite range's ends, with a warning naming the image."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x
+    finite = x[~bad]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    print(
+        f"warning: {where or 'image'}: {int(bad.sum())} of {x.size} pixels are NaN or Inf; "
+        f"drawn as the finite range's ends ({lo:g}, {hi:g})",
+        file=sys.stderr,
+    )
+    return np.where(np.isposinf(x), hi, np.where(bad, lo, x))
 
 
-def _from_wide_grey(image: Image.Image) -> Image.Image:
+def _from_wide_grey(image: Image.Image, where: str | None = None) -> Image.Image:
     """16/32-bit integer or float greyscale -> 8-bit ``L``, scaled, not clipped."""
     x = np.asarray(image).astype(np.float64)
     if image.mode == "F":
-        top = 1.0 if x.size and np.nanmax(x) <= 1.0 else 255.0
-        x = np.clip(np.nan_to_num(x), 0.0, top) * (255.0 / top)
+        x = _finite(x, where)
+        top = 1.0 if x.size and x.max() <= 1.0 else 255.0
+        x = np.clip(x, 0.0, top) * (255.0 / top)
     elif image.mode.startswith("I;16") or (x.size and x.max() > 255):
         # 16-bit data (Pillow opens 16-bit PNGs as I;16 or I): full range 0..65535.
         top = 65535.0 if not x.size or x.max() <= 65535 else float(x.max())
@@ -35,12 +52,15 @@ def _from_wide_grey(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.rint(x).astype(np.uint8), mode="L")
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Converts a PIL image of any mode to 8-bit RGB (alpha composited onto white)."""
+def to_rgb(image: Image.Image, where: str | None = None) -> Image.Image:
+    """Converts a PIL image of any mode to 8-bit RGB (alpha composited onto white).
+
+    ``where`` names the image in the warning about NaN/Inf pixels of float images.
+    """
     if image.mode == "RGB":
         return image
     if image.mode.startswith("I") or image.mode == "F":
-        return _from_wide_grey(image).convert("RGB")
+        return _from_wide_grey(image, where).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -72,7 +92,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         with Image.open(where) as image:
             image.load()
             image = ImageOps.exif_transpose(image) or image
-            rgb = to_rgb(image)
+            rgb = to_rgb(image, where)
             out = np.asarray(rgb, dtype=np.uint8)
     except UnidentifiedImageError:
         raise InputError(f"{where}: not an image Pillow can read") from None

@@ -5,7 +5,9 @@ An image reference is a file path, or ``DATASET:SPLIT:INDEX`` for an example of 
 a directory of images (labels from the first sub-directory under it; none for files at
 its top) or ``DATASET[:SPLIT]`` (split default ``test``). Images are resized to the
 model's input size as in evaluation (``preprocess.eval_resize``: the whole image, no
-crop), so maps are drawn on what the model saw.
+crop), so maps are drawn on what the model saw. An image smaller than one patch of the
+model is refused (``runs.check_image_size``, the rule of every command, ``batch`` too).
+Gallery images from class folders are named ``<class>/<file stem>`` in figure titles.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from pairviz_jax.data import preprocess
-from pairviz_jax.plotting.images import InputError, load_image
-from pairviz_jax.plotting.loading import LoadedModel, one_line
+from pairviz_jax.plotting.images import load_image
+from pairviz_jax.runs import InputError, LoadedModel, one_line
 
 __all__ = ["IMAGE_EXTENSIONS", "Example", "Gallery", "open_gallery", "read_example"]
 
@@ -63,12 +65,7 @@ def _dataset_ref(ref: str) -> tuple[str, str, int | None] | None:
 
 
 def _check_size(image: np.ndarray, model: LoadedModel, where: str) -> None:
-    ph, pw = model.patch_size
-    h, w = image.shape[:2]
-    if h < ph or w < pw:
-        raise InputError(
-            f"{where}: {w}x{h} pixels is smaller than one {pw}x{ph} patch of the model"
-        )
+    model.check_size(image.shape[0], image.shape[1], where)
 
 
 def _resize(image: np.ndarray, model: LoadedModel) -> np.ndarray:
@@ -198,9 +195,12 @@ def _folder_gallery(root: str, model: LoadedModel, limit: int | None) -> Gallery
         rel = os.path.relpath(path, root).split(os.sep)
         label = rel[0] if len(rel) > 1 else None
         try:
-            return read_example(path, model, label=label), None
+            ex = read_example(path, model, label=label)
         except InputError as e:
             return None, (path, str(e))
+        if label is not None:
+            ex.name = f"{label}/{ex.name}"  # titles say the class: "chair/3", not "3"
+        return ex, None
 
     examples, skipped = _read_all(read, files)
     if not examples:

@@ -15,7 +15,9 @@ complete one. :func:`load_params` reads only the parameters, without the optimis
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from typing import Any
 
@@ -121,6 +123,24 @@ class Checkpointer:
         self.manager.close()
 
 
+@contextlib.contextmanager
+def quiet_orbax():
+    """Silences absl/orbax warnings for the block (reading one item of a checkpoint makes
+    orbax warn that the checkpoint-level metadata file is not in the item's folder)."""
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(verbosity)
+        absl_logger.setLevel(level)
+
+
 def load_params(directory: str | os.PathLike, step: int | None = None) -> tuple[Any, dict]:
     """Reads only the parameters and config of a checkpoint (e.g. for visualize.py).
 
@@ -145,12 +165,13 @@ def load_params(directory: str | os.PathLike, step: int | None = None) -> tuple[
         step = max(steps)
     path = os.path.join(directory, str(int(step)))
     # As host numpy arrays, whatever devices wrote them.
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(os.path.join(path, STATE)).item_metadata.tree
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    state = checkpointer.restore(
-        os.path.join(path, STATE), args=ocp.args.PyTreeRestore(restore_args=restore_args)
-    )
+    with quiet_orbax():
+        checkpointer = ocp.PyTreeCheckpointer()
+        tree = checkpointer.metadata(os.path.join(path, STATE)).item_metadata.tree
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        state = checkpointer.restore(
+            os.path.join(path, STATE), args=ocp.args.PyTreeRestore(restore_args=restore_args)
+        )
     config_path = os.path.join(path, CONFIG, "metadata")
     config = {}
     if os.path.exists(config_path):

@@ -13,6 +13,12 @@ Every process runs this same function; process 0 writes the logs. The loop
    ``eval_every`` steps and at the end;
 5. checkpoints every ``checkpoint_every`` steps and at the end, and plots the loss and
    Recall@1 curves to ``workdir/curves.png``.
+
+A restart never repeats or loses a record: ``metrics.jsonl`` is cut back to the restored
+checkpoint first, and an evaluation that was due at that checkpoint but never written (a
+kill during it, the final one included) is run before training goes on. The run's config
+is remembered in ``config.json``; a rerun with another config is refused
+(``runfiles.check_config``) before anything in the workdir is touched.
 """
 
 from __future__ import annotations
@@ -31,10 +37,13 @@ import numpy as np
 
 from pairviz_jax import metrics as retrieval
 from pairviz_jax.train import input as input_lib
-from pairviz_jax.train import sharding
+from pairviz_jax.train import runfiles, sharding
 from pairviz_jax.train import state as state_lib
 from pairviz_jax.train import step as step_lib
 from pairviz_jax.train.checkpointing import Checkpointer
+from pairviz_jax.train.runfiles import read_metrics, run_status
+
+__all__ = ["evaluate", "plot_curves", "read_metrics", "run_status", "train_and_evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +69,6 @@ class MetricWriter:
 
 def _to_python(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}
-
-
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    """The records of ``<workdir>/metrics.jsonl``, in order."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def plot_curves(workdir: str) -> str | None:
@@ -127,7 +130,7 @@ def evaluate(
             options=options,
         ):
             g = sharding.global_batch(batch, mesh)
-            emb, lab, valid = embed_fn(model_params, g["image"], g["label"], g["valid"])
+            (emb, _), lab, valid = embed_fn(model_params, g["image"], g["label"], g["valid"])
             valid = np.asarray(valid)
             embs.append(np.asarray(emb)[valid])
             labels.append(np.asarray(lab)[valid])
@@ -185,7 +188,8 @@ class Run:
     state: state_lib.TrainState
     num_classes: int
     step_fn: Callable[..., Any]  # jitted train_step(state, batch, rng), state donated
-    embed_fn: Callable[..., Any]  # jitted (params, images, labels, valid) -> same, embedded
+    # jitted (params, images, labels, valid) -> ((embedding, keep), labels, valid)
+    embed_fn: Callable[..., Any]
     step_rng: jax.Array
 
 
@@ -220,10 +224,24 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Run:
     return Run(model, tx, state, num_classes, step_fn, embed_fn, step_rng)
 
 
+def _last(records: list[dict[str, Any]], eval_records: bool) -> dict[str, Any]:
+    """The last training (or evaluation) record, without step and time."""
+    for r in reversed(records):
+        if any(k.startswith("eval") for k in r) == eval_records:
+            return {k: v for k, v in r.items() if k not in ("step", "time")}
+    return {}
+
+
+def _eval_due(done: int, total: int, eval_every: int) -> bool:
+    return eval_every >= 0 and ((eval_every > 0 and done % eval_every == 0) or done == total)
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
     devices: list[jax.Device] | None = None,
+    *,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates.
 
@@ -232,16 +250,27 @@ def train_and_evaluate(
       workdir: output folder: ``checkpoints/``, ``metrics.jsonl``, ``config.json``,
         ``curves.png``.
       devices: the devices of the data mesh; default all devices of all processes.
+      allow_config_change: go on in a workdir whose run was started with another config
+        (otherwise ``runfiles.ConfigChangedError``, before anything is written).
 
     Returns:
-      The last logged training metrics and evaluation metrics, as Python numbers.
+      The last training metrics and evaluation metrics of the run (read back from
+      ``metrics.jsonl`` when this call had nothing left to do), as Python numbers, and
+      ``step``.
+
+    Raises:
+      runfiles.ConfigChangedError: ``workdir`` holds a run of another config.
     """
     workdir = os.path.abspath(workdir)
+    diff = runfiles.check_config(workdir, config, allow_changed=allow_config_change)
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        if diff:
+            log.warning(
+                "config changed (allowed): %s", ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in diff)
+            )
+        runfiles.write_config(workdir, config)
 
     mesh = sharding.make_mesh(devices)
     run = build(config, mesh)
@@ -269,6 +298,10 @@ def train_and_evaluate(
         log.info("Resumed from %s at step %d.", ckpt.directory, start)
     else:
         start = 0
+    if is_main:  # what a killed run logged past its last checkpoint is logged again below
+        dropped = runfiles.truncate_metrics(workdir, start)
+        if dropped:
+            log.info("Dropped %d metrics records after step %d (logged again).", dropped, start)
 
     step_fn, embed_fn = run.step_fn, run.embed_fn
     writer = MetricWriter(workdir)
@@ -277,6 +310,29 @@ def train_and_evaluate(
 
     last_train: dict[str, Any] = {}
     last_eval: dict[str, Any] = {}
+
+    def run_eval(done: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        result = evaluate(embed_fn, state.params["model"], config, mesh)
+        writer.write(done, result)
+        if is_main:
+            log.info(
+                "eval step %d: %s (%.1fs)",
+                done,
+                "  ".join(f"{k} {v:.4g}" for k, v in result.items()),
+                time.perf_counter() - t0,
+            )
+        return result
+
+    # An evaluation due at the restored checkpoint that a kill kept out of metrics.jsonl.
+    if start > 0 and _eval_due(start, total, eval_every):
+        if not any(
+            r.get("step") == start and any(k.startswith("eval") for k in r)
+            for r in read_metrics(workdir)
+        ):
+            log.info("Evaluating step %d (its evaluation was not written).", start)
+            last_eval = run_eval(start)
+
     pending: tuple[int, Any] | None = None
     window: list[dict[str, float]] = []
     t_window, n_window = time.perf_counter(), 0
@@ -299,9 +355,7 @@ def train_and_evaluate(
 
         save_due = done % int(config.checkpoint_every) == 0 or done == total
         log_due = done % log_every == 0 or done == total
-        eval_due = eval_every >= 0 and (
-            (eval_every > 0 and done % eval_every == 0) or done == total
-        )
+        eval_due = _eval_due(done, total, eval_every)
         if save_due or log_due or eval_due:  # sync on this step before acting on its state
             values = _to_python(jax.device_get(pending[1]))
             _check_finite(done, values)
@@ -328,18 +382,12 @@ def train_and_evaluate(
         if save_due:
             ckpt.save(done, state, train_it, config, force=done == total)
         if eval_due:
-            t0 = time.perf_counter()
-            last_eval = evaluate(embed_fn, state.params["model"], config, mesh)
-            writer.write(done, last_eval)
-            if is_main:
-                log.info(
-                    "eval step %d: %s (%.1fs)",
-                    done,
-                    "  ".join(f"{k} {v:.4g}" for k, v in last_eval.items()),
-                    time.perf_counter() - t0,
-                )
+            last_eval = run_eval(done)
             t_window = time.perf_counter()
     ckpt.close()
-    if is_main and start < total:
-        plot_curves(workdir)
+    records = read_metrics(workdir) if is_main else []
+    if is_main:
+        plot_curves(workdir)  # also after a kill while the curves were drawn
+    last_train = last_train or _last(records, eval_records=False)
+    last_eval = last_eval or _last(records, eval_records=True)
     return {**last_train, **last_eval, "step": max(start, total)}

@@ -2,7 +2,7 @@
 
 Each subcommand is ``add_arguments(parser)`` and ``run(args) -> [written paths]``
 (``COMMANDS``); ``visualize.py`` registers them. Bad input raises
-``plotting.InputError`` with one line naming the file or option. This module imports
+``runs.InputError`` with one line naming the file or option. This module imports
 only argparse at import time, so ``visualize.py --help`` stays fast.
 """
 
@@ -25,28 +25,10 @@ class Subcommand(NamedTuple):
 
 
 def load_model(args):
-    """The model of ``--workdir [--step]`` or ``--weights ...`` (the viewer's one loader).
+    """The model of ``--workdir [--step]`` or ``--weights ...`` (the run loader's options)."""
+    from pairviz_jax import runs
 
-    Today ``plotting.load_run`` / ``plotting.load_weights``; re-point here if the run
-    loader moves.
-    """
-    from pairviz_jax import plotting
-
-    if args.workdir is not None:
-        return plotting.load_run(args.workdir, args.step)
-    if args.step is not None:
-        raise plotting.InputError("--step applies to --workdir runs, not to --weights")
-    known = plotting.parse_model_options(getattr(args, "model_option", None) or [])
-    if getattr(args, "num_heads", None) is not None:
-        known["num_heads"] = args.num_heads
-    if getattr(args, "pool_type", None) is not None:
-        known["pool_type"] = args.pool_type
-    return plotting.load_weights(
-        args.weights,
-        image_size=getattr(args, "image_size", None),
-        normalization=getattr(args, "normalization", "imagenet"),
-        **known,
-    )
+    return runs.model_from_args(args)
 
 
 # ----------------------------------------------------------------------------- explore
@@ -93,11 +75,6 @@ def explore(args, _plotting=None) -> list[str]:
     if not args.out.lower().endswith((".html", ".htm")):
         raise plotting.InputError(f"--out {args.out}: expected an .html file")
     m = load_model(args)
-    if getattr(m.model, "pool_type", "gap") != "gap":
-        raise plotting.InputError(
-            f"{m.label}: pool_type={m.model.pool_type!r}; the correspondence needs a mean-pooled "
-            "model (--pool-type gap)"
-        )
     depth = getattr(m.model, "depth", None)
     if depth is not None and not 0 <= args.start_layer < depth:
         raise plotting.InputError(f"--start-layer {args.start_layer}: the model has {depth} blocks")

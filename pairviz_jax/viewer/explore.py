@@ -105,7 +105,7 @@ def explore_data(
 
     Args:
       loaded: a loaded model (``model``, ``variables``, ``prepare``, ``label``), as
-        ``plotting.load_run`` / ``load_weights`` return.
+        ``pairviz_jax.runs.model_from_args`` returns.
       example_a: image A (``.image`` uint8 [H, W, 3] at the model's input size, ``.name``).
       example_b: image B.
       source_a: A's full-resolution original (drawn sharper), or None.

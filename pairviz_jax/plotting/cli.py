@@ -1,0 +1,283 @@
+"""``visualize.py``'s subcommands: each is ``add_arguments(parser)`` and ``run(args)``.
+
+``visualize.py`` keeps the one table of subcommands (``COMMANDS``, of :class:`Command`) and
+the dispatch; the
+options and the work of each figure subcommand live here (``batch``: ``pairviz_jax.batch.cli``,
+``demo``: ``pairviz_jax.plotting.demo``). A subcommand's ``options`` ask the dispatcher
+for shared option groups: ``model`` (``--workdir``/``--weights``, ``runs.add_model_arguments``),
+``run`` (``--workdir`` only, no ``--step``) and ``render`` (``--out``, ``--style``, ...).
+``run(args)`` returns the paths it wrote and raises ``runs.InputError`` (one line) on bad
+input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import NamedTuple
+
+from pairviz_jax import runs
+from pairviz_jax.runs import InputError
+
+__all__ = ["Command", "HelpFormatter", "add_render_arguments", "pick_steps", "style_from_args"]
+
+
+class Command(NamedTuple):
+    """A subcommand: ``add_arguments(parser)`` and ``run(args) -> written paths``.
+
+    ``options`` adds shared option groups: ``model`` (``--workdir``/``--weights``), ``run``
+    (``--workdir`` only) and ``render`` (``--out``, ``--style``, ...).
+    """
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], list[str]]
+    options: tuple[str, ...] = ("model", "render")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows ``(default: X)`` after every option that has a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" not in text
+            and default not in (None, False, [], argparse.SUPPRESS)
+            and action.option_strings
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+# ----------------------------------------------------------------------------- shared options
+
+
+def add_render_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    """``--out``, ``--pdf``, ``--style``, ``--cmap``, ``--alpha``, ``--dpi``, ``--convention``."""
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=os.path.join("out", f"{name}.png"), help="PNG to write")
+    g.add_argument("--pdf", action="store_true", help="also write a PDF beside the PNG")
+    g.add_argument(
+        "--style",
+        choices=("modern", "paper"),
+        default="modern",
+        help="modern: a perceptual colormap over greyscale, one scale per figure with a "
+        "colour bar; paper: the authors' pictures (per-map min-max, OpenCV's JET)",
+    )
+    g.add_argument("--cmap", default="inferno", help="matplotlib colormap of the modern style")
+    g.add_argument("--alpha", type=float, default=0.6, help="map opacity (modern style)")
+    g.add_argument("--dpi", type=int, default=100, help="resolution of the PNG, dots per inch")
+    g.add_argument(
+        "--convention",
+        choices=("authors", "transpose"),
+        default="authors",
+        help="gamma' = R gamma (authors) or R^T gamma (maps sum to the score)",
+    )
+    g.add_argument("--data-dir", help="TFDS data directory of prepared datasets")
+    g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+
+
+def _gallery_options(p: argparse.ArgumentParser, top: int | None) -> None:
+    p.add_argument("--gallery", required=True, help="a directory of images or DATASET[:SPLIT]")
+    p.add_argument("--gallery-size", type=int, help="read at most this many gallery images")
+    p.add_argument("--label", help="class label of a query file (default: its class folder)")
+    if top is not None:
+        p.add_argument("--top", type=int, default=top, help="results per row")
+
+
+def _plotting():
+    from pairviz_jax import plotting
+
+    return plotting
+
+
+def style_from_args(args: argparse.Namespace):
+    """The ``plotting.Style`` of the render options, each value checked."""
+    import matplotlib
+
+    if args.cmap not in matplotlib.colormaps:
+        raise InputError(f"--cmap {args.cmap}: not a matplotlib colormap")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise InputError(f"--alpha {args.alpha}: must be between 0 and 1")
+    if args.dpi < 10:
+        raise InputError(f"--dpi {args.dpi}: must be at least 10")
+    return _plotting().Style(args.style, cmap=args.cmap, alpha=args.alpha, dpi=args.dpi)
+
+
+def query_label(args: argparse.Namespace, query_ref: str, gallery) -> str | None:
+    """--label, else the query file's folder name when it is a class of the gallery."""
+    if args.label is not None:
+        return args.label
+    parent = os.path.basename(os.path.dirname(os.path.abspath(query_ref)))
+    return parent if parent in set(gallery.labels) else None
+
+
+def _save(fig, args) -> list[str]:
+    return _plotting().save_figure(fig, args.out, pdf=args.pdf, dpi=args.dpi)
+
+
+def _kw(args) -> dict:
+    return dict(style=style_from_args(args), convention=args.convention)
+
+
+def _read(args, ref, m):
+    return _plotting().read_example(ref, m, data_dir=args.data_dir)
+
+
+def _query(args, ref, m, gallery):
+    ex = _read(args, ref, m)
+    if ex.label is None:
+        ex.label = query_label(args, ref, gallery)
+    return ex
+
+
+def _gallery(args, m):
+    return _plotting().open_gallery(
+        args.gallery, m, limit=args.gallery_size, data_dir=args.data_dir
+    )
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+
+def pair_arguments(p):
+    p.add_argument("a", help="image A (file or DATASET:SPLIT:INDEX)")
+    p.add_argument("b", help="image B")
+
+
+def pair(args) -> list[str]:
+    kw = _kw(args)
+    m = runs.model_from_args(args)
+    a, b = (_read(args, r, m) for r in (args.a, args.b))
+    return _save(_plotting().pair(m, a, b, **kw), args)
+
+
+def matrix_arguments(p):
+    p.add_argument("images", nargs="+", help="two or more images")
+
+
+def matrix(args) -> list[str]:
+    if len(args.images) < 2:
+        raise InputError("matrix: give at least 2 images")
+    kw = _kw(args)
+    m = runs.model_from_args(args)
+    examples = [_read(args, r, m) for r in args.images]
+    return _save(_plotting().matrix(m, examples, **kw), args)
+
+
+def retrieve_arguments(p):
+    p.add_argument("query", help="the query image")
+    _gallery_options(p, top=4)
+    runs.add_model_arguments(p, prefix="compare")
+
+
+def retrieve(args) -> list[str]:
+    kw = _kw(args)
+    models = [runs.model_from_args(args)]
+    other = runs.model_from_args(args, prefix="compare")
+    if other is not None:
+        models.append(other)
+    rows = []
+    for m in models:
+        gallery = _gallery(args, m)
+        rows.append((m, _query(args, args.query, m, gallery), gallery))
+    return _save(_plotting().retrieve(rows, args.top, **kw), args)
+
+
+def class_map_arguments(p):
+    p.add_argument("queries", nargs="+", help="query images")
+    _gallery_options(p, top=None)
+
+
+def class_map(args) -> list[str]:
+    kw = _kw(args)
+    m = runs.model_from_args(args)
+    gallery = _gallery(args, m)
+    queries = [_query(args, r, m, gallery) for r in args.queries]
+    return _save(_plotting().class_maps(m, queries, gallery, **kw), args)
+
+
+def training_arguments(p):
+    p.add_argument("query", help="the query image")
+    _gallery_options(p, top=3)
+    p.add_argument("--steps", help="comma-separated checkpoint steps (default: up to --rows)")
+    p.add_argument("--rows", type=int, default=4, help="checkpoints shown by default")
+
+
+def pick_steps(steps: list[int], rows: int) -> list[int]:
+    """``rows`` checkpoints spread evenly over ``steps``, first and last included."""
+    if rows < 1:
+        raise InputError(f"--rows {rows}: must be at least 1")
+    picks = {round(i * (len(steps) - 1) / max(rows - 1, 1)) for i in range(rows)}
+    return [steps[i] for i in sorted(picks)]
+
+
+def training(args) -> list[str]:
+    kw = _kw(args)
+    exists = os.path.isdir(args.workdir) or runs.is_exported(args.workdir)
+    steps = runs.checkpoint_steps(args.workdir) if exists else []
+    if args.steps:
+        try:
+            chosen = [int(s) for s in args.steps.split(",") if s.strip()]
+        except ValueError:
+            raise InputError(f"--steps {args.steps}: expected integers like 100,500") from None
+        missing = [s for s in chosen if s not in steps]
+        if steps and missing:
+            raise InputError(
+                f"--steps {args.steps}: no checkpoint {missing[0]} in {args.workdir}; "
+                f"available: {', '.join(map(str, steps))}"
+            )
+    elif steps:
+        chosen = pick_steps(steps, args.rows)
+    else:
+        chosen = [None]  # load_run says what is missing
+    rows, gallery = [], None
+    for step in chosen:
+        m = runs.load_run(args.workdir, step, step_flag="--steps")
+        if gallery is None:
+            gallery = _gallery(args, m)
+        rows.append((m, _query(args, args.query, m, gallery), gallery))
+    return _save(_plotting().training(rows, args.top, **kw), args)
+
+
+def rollout_arguments(p):
+    pair_arguments(p)
+
+
+def rollout(args) -> list[str]:
+    kw = _kw(args)
+    m = runs.model_from_args(args)
+    a, b = (_read(args, r, m) for r in (args.a, args.b))
+    return _save(_plotting().rollout(m, a, b, **kw), args)
+
+
+def evaluate_arguments(p):
+    p.add_argument("--pairs", type=int, default=128, help="same-class pairs of the demo test split")
+    p.add_argument("--steps", type=int, default=16, help="points of the curves, minus one")
+    p.add_argument("--baseline", choices=("mean", "blur"), default="mean", help="deleted patches")
+    p.add_argument(
+        "--distractor",
+        action="store_true",
+        help="image A also shows a glyph of another class (is the map about the pair?)",
+    )
+    p.add_argument("--out", default=os.path.join("out", "evaluate.png"), help="curves PNG")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+
+
+def evaluate(args) -> list[str]:
+    from pairviz_jax import evaluate as evaluation
+
+    m = runs.model_from_args(args)
+    try:
+        result = evaluation.evaluate_demo(
+            m, args.pairs, steps=args.steps, baseline=args.baseline, distractor=args.distractor
+        )
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    print(result.table())
+    print("\nPaired differences (mean ± standard error over the same pairs; > 0: paired better)")
+    print(result.comparisons())
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    return [evaluation.plot_curves(result, args.out, title=m.label)]

@@ -1,0 +1,180 @@
+"""Command-line options that choose a model, shared by every ``visualize.py`` subcommand.
+
+``add_model_arguments(parser)`` adds ``--workdir RUN [--step N]`` or ``--weights FILE`` with
+the options a weight file may need (``--image-size``, ``--num-heads``, ``--pool-type``,
+``--model-option KEY=VALUE``, ``--normalization``); ``add_model_arguments(parser,
+prefix="compare")`` adds the same for a second model (``--compare RUN_OR_FILE``,
+``--compare-step``, ``--compare-model-option``, ...). :func:`model_from_args` loads what
+they name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pairviz_jax.models.vit import POOL_TYPES
+from pairviz_jax.runs import exported
+from pairviz_jax.runs.load import is_model_folder, load_run, load_weights
+from pairviz_jax.runs.model import InputError, LoadedModel, parse_model_options
+
+__all__ = ["add_model_arguments", "initialize_distributed", "model_from_args"]
+
+
+def _dest(prefix: str, name: str) -> str:
+    return f"{prefix}_{name}" if prefix else name
+
+
+def add_model_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    prefix: str = "",
+    weights: bool = True,
+    step: bool = True,
+) -> None:
+    """Adds the model options (module docstring) to ``parser``.
+
+    Args:
+      parser: a subcommand's parser.
+      prefix: ``""`` for the main model (``--workdir``/``--weights``, one required), or a
+        name such as ``"compare"`` for an optional second model (``--compare PATH`` and
+        ``--compare-*`` options).
+      weights: also accept imported weight files.
+      step: add ``--step`` (a command that takes several steps has its own option).
+    """
+    opt = f"--{prefix}-" if prefix else "--"
+    g = parser.add_argument_group(f"{prefix} model" if prefix else "model")
+    if prefix:
+        what = "a train.py run directory, an exported run (.npz) or a weight file"
+        g.add_argument(f"--{prefix}", help=f"a second model: {what}")
+    else:
+        src = g.add_mutually_exclusive_group(required=True)
+        src.add_argument(
+            "--workdir", help="a train.py run directory (checkpoints/<step>/) or exported run"
+        )
+        if weights:
+            src.add_argument(
+                "--weights",
+                help="an imported weight file (.npz, .safetensors, .pth) or a Hugging Face "
+                "model folder (config.json + weights)",
+            )
+    if step:
+        g.add_argument(
+            f"{opt}step", type=int, help="checkpoint step of the run (default: its latest)"
+        )
+    if not weights:
+        return
+    for_file = f"for a weight file{f' given to --{prefix}' if prefix else ''}"
+    g.add_argument(
+        f"{opt}image-size", type=int, help=f"input side {for_file} (default: the file's)"
+    )
+    g.add_argument(f"{opt}num-heads", type=int, help=f"ViT heads {for_file}, if it does not tell")
+    g.add_argument(
+        f"{opt}pool-type",
+        choices=POOL_TYPES,
+        help=f"ViT pooling {for_file} (default: the file's family: DINOv2/CLIP/DeiT tok, SigLIP "
+        "map); gap is the paper's mean pool, gap_tok DINOv2's [class, mean] probe feature",
+    )
+    g.add_argument(
+        f"{opt}model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"another model attribute {for_file}, e.g. num_groups=8 (repeatable)",
+    )
+    g.add_argument(
+        f"{opt}normalization",
+        default=None,
+        help=f"input mean/std {for_file}: imagenet, clip, siglip, none, or a dataset name "
+        "(sop, demo, ...); default: the file's family's (DINOv2 and timm ImageNet's, CLIP's, "
+        "SigLIP's 0.5/0.5), else imagenet",
+    )
+
+
+_FILE_OPTIONS = ("image_size", "num_heads", "pool_type", "model_option", "normalization")
+
+
+def _given_file_options(args: argparse.Namespace, prefix: str) -> list[str]:
+    opt = f"--{prefix}-" if prefix else "--"
+    out = []
+    for name in _FILE_OPTIONS:
+        value = getattr(args, _dest(prefix, name), None)
+        if value not in (None, []):
+            out.append(f"{opt}{name.replace('_', '-')}")
+    return out
+
+
+def model_from_args(args: argparse.Namespace, prefix: str = "") -> LoadedModel | None:
+    """Loads the model that ``add_model_arguments(parser, prefix=prefix)``'s options name.
+
+    Returns:
+      The model; None when ``prefix`` names an optional model that was not given.
+
+    Raises:
+      InputError: a bad path, step or option (one line naming the option).
+    """
+    opt = f"--{prefix}-" if prefix else "--"
+    step = getattr(args, _dest(prefix, "step"), None)
+    if prefix:
+        path = getattr(args, prefix, None)
+        if path is None:
+            extra = _given_file_options(args, prefix) + ([f"{opt}step"] if step else [])
+            if extra:
+                raise InputError(f"{extra[0]} needs --{prefix} (the second model)")
+            return None
+        is_run = (os.path.isdir(path) and not is_model_folder(path)) or exported.is_exported(path)
+        if not os.path.exists(path):
+            raise InputError(f"--{prefix} {path}: no such file or directory")
+        run_flag = f"--{prefix}"
+    else:
+        path = getattr(args, "weights", None)
+        is_run = path is None or exported.is_exported(path)
+        path = args.workdir if path is None else path
+        run_flag = "--workdir" if args.workdir is not None else "--weights"
+    if is_run:
+        extra = _given_file_options(args, prefix)
+        if extra:
+            raise InputError(f"{extra[0]} applies to weight files, not to runs ({path})")
+        m = load_run(path, step, flag=run_flag, step_flag=f"{opt}step")
+        _note_unfinished(path, m)
+        return m
+    if step is not None:
+        raise InputError(f"{opt}step applies to train.py runs, not to weight files ({path})")
+    known = parse_model_options(
+        getattr(args, _dest(prefix, "model_option"), []) or [], f"{opt}model-option"
+    )
+    for name in ("num_heads", "pool_type"):
+        value = getattr(args, _dest(prefix, name), None)
+        if value is not None:
+            known[name] = value
+    return load_weights(
+        path,
+        image_size=getattr(args, _dest(prefix, "image_size"), None),
+        normalization=getattr(args, _dest(prefix, "normalization"), None),
+        prefix=prefix,
+        **known,
+    )
+
+
+def _note_unfinished(path: str, m: LoadedModel) -> None:
+    """One line on stderr when the figures come from a run that has not finished."""
+    if not os.path.isdir(path):
+        return
+    from pairviz_jax.runs.load import run_status
+
+    status = run_status(path)
+    if status.latest is not None and not status.finished:
+        print(
+            f"note: {path}: {status.describe()}; the maps are step {m.step}'s",
+            file=sys.stderr,
+        )
+
+
+def initialize_distributed(
+    coordinator: str | None, num_processes: int | None, process_id: int | None
+) -> None:
+    """Multi-host setup for commands that run on several hosts (``visualize.py batch``)."""
+    from pairviz_jax.train import sharding
+
+    sharding.initialize_distributed(coordinator, num_processes, process_id)
