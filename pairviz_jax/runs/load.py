@@ -183,9 +183,20 @@ def load_run(
     return LoadedModel(model, variables, size, mean, std, f"{name} @ step {step}", step, total)
 
 
+_HF_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def is_model_folder(path: str) -> bool:
-    """A Hugging Face model folder (``config.json`` beside the weights), not a run."""
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+    """A Hugging Face model folder (``config.json`` beside its weights), not a train.py run."""
+    if not os.path.isdir(path) or os.path.isdir(os.path.join(path, "checkpoints")):
+        return False
+    has = lambda name: os.path.isfile(os.path.join(path, name))  # noqa: E731
+    return has("config.json") and any(has(w) for w in _HF_WEIGHTS)
 
 
 def load_weights(
@@ -223,8 +234,8 @@ def load_weights(
         raise InputError(f"{flag} {path}: no such file")
     if os.path.isdir(path) and not is_model_folder(path):
         raise InputError(
-            f"{flag} {path}: is a directory without config.json (a Hugging Face model folder "
-            "has one; use --workdir for train.py runs)"
+            f"{flag} {path}: a directory but not a Hugging Face model folder (config.json and "
+            "model.safetensors or pytorch_model.bin); use --workdir for train.py runs"
         )
     try:
         ckpt = checkpoints.read(path)
