@@ -105,3 +105,11 @@ def test_distractor_images_hold_two_glyphs_in_opposite_halves():
         demo.render_with_distractor("val", 0)
     with pytest.raises(ValueError, match="at least|>= 32"):
         demo.render_with_distractor("test", 0, image_size=24)
+
+
+def test_tiny_images_whose_glyph_covers_no_pixel_still_render():
+    # Test image 137 at 16 px: the glyph covers no pixel by half (its colour once came out NaN).
+    ex = demo.render_example("test", 137, image_size=16)
+    assert ex["image"].shape == (16, 16, 3) and ex["image"].dtype == np.uint8
+    big = demo.render_example("test", 137, image_size=64)
+    assert big["mask"].any()

@@ -202,7 +202,10 @@ def _place_glyph(
         raise ValueError(f"glyph {glyph!r} does not fit a {bh}x{bw} box at {s}px")
     top = y0 + int(rng.integers(0, bh - h + 1))
     left = x0 + int(rng.integers(0, bw - w + 1))
-    under = background[top : top + h, left : left + w][alpha > 0.5].mean(axis=0)
+    region = background[top : top + h, left : left + w]
+    covered = region[alpha > 0.5]
+    # A glyph too small to cover any pixel by half (tiny images): contrast with its box.
+    under = (covered if len(covered) else region.reshape(-1, region.shape[-1])).mean(axis=0)
     colour = _glyph_colour(rng, float(_luminance(under)))
     full = np.zeros((s, s), np.float32)
     full[top : top + h, left : left + w] = alpha
