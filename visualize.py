@@ -12,7 +12,7 @@ Subcommands (each writes a PNG, ``--pdf`` also a PDF, with the similarity scores
   demo                          trains the demo model if needed, then renders every figure
   batch --pairs F | --images S (--top-k K | --all-pairs) --out DIR
                                 maps of many pairs to resumable shard files (pairviz_jax.batch)
-  evaluate                      deletion/insertion and pointing game on the demo, with curves
+  evaluate [--photos] [--method M]  faithfulness of every explanation method (demo or photos)
 
 An image is a file or ``DATASET:SPLIT:INDEX`` (``demo:test:0``); a gallery is a directory
 (labels from its class sub-folders) or ``DATASET[:SPLIT]``. The model is a train.py run
@@ -346,33 +346,55 @@ def _batch(args, plotting):
 
 
 def _evaluate_args(p):
-    p.add_argument("--pairs", type=int, default=128, help="same-class pairs of the demo test split")
-    p.add_argument("--steps", type=int, default=16, help="points of the curves, minus one")
+    p.add_argument(
+        "--photos", action="store_true", help="real-photo copy-paste pairs (both halves)"
+    )
+    p.add_argument("--pairs", type=int, help="pairs (demo: 128; photos: per half, 100)")
+    p.add_argument("--steps", type=int, help="points of the curves, minus one (demo 16, photos 8)")
     p.add_argument("--baseline", choices=("mean", "blur"), default="mean", help="deleted patches")
     p.add_argument(
         "--distractor",
         action="store_true",
-        help="image A also shows a glyph of another class (is the map about the pair?)",
+        help="a second object shared with nothing (is the map about the pair?)",
+    )
+    p.add_argument(
+        "--method",
+        action="append",
+        help="maps to measure, e.g. chefer,conservative (paper, all; baselines always added)",
+    )
+    p.add_argument(
+        "--option", action="append", default=[], help="METHOD.KEY=VALUE, e.g. ig.steps=32"
+    )
+    p.add_argument("--curve-pairs", type=int, help="deletion/insertion on the first N pairs only")
+    p.add_argument(
+        "--cache", help="photos: folder of finished chunks (resume); default beside --out"
     )
     p.add_argument("--out", default=os.path.join("out", "evaluate.png"), help="curves PNG")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
 
 def _evaluate(args, plotting):
-    from pairviz_jax import evaluate
+    from pairviz_jax.evaluate import commands
 
     m = _model(args, plotting)
     try:
-        result = evaluate.evaluate_demo(
-            m, args.pairs, steps=args.steps, baseline=args.baseline, distractor=args.distractor
+        text, paths = commands.run(
+            m,
+            out=args.out,
+            photos=args.photos,
+            pairs=args.pairs,
+            steps=args.steps,
+            baseline=args.baseline,
+            distractor=args.distractor,
+            methods=args.method,
+            options=args.option,
+            curve_pairs=args.curve_pairs,
+            cache=args.cache,
         )
-    except ValueError as e:
+    except (ValueError, ImportError) as e:
         raise plotting.InputError(str(e)) from None
-    print(result.table())
-    print("\nPaired differences (mean ± standard error over the same pairs; > 0: paired better)")
-    print(result.comparisons())
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    return [evaluate.plot_curves(result, args.out, title=m.label)]
+    print(text)
+    return paths
 
 
 class Command(NamedTuple):
@@ -400,7 +422,7 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("train the demo model if needed, render every figure", _demo_args, _demo, ()),
     "batch": Command("maps of many pairs to shard files", _batch_args, _batch, ("model",)),
     "evaluate": Command(
-        "faithfulness table and curves (demo)", _evaluate_args, _evaluate, ("model",)
+        "faithfulness table and curves (demo or photos)", _evaluate_args, _evaluate, ("model",)
     ),
 }
 

@@ -29,12 +29,17 @@ def _partners(model, variables, x, seed=7, k=2):
     return emb.reshape(x.shape[0], k, -1)
 
 
-def _cotangent(model, variables, x, partners):
-    """c = u_partner / |beta(x)| [B, K, E] (the explained quantity, methods.base)."""
+def _cotangent(model, variables, x, partners, target="score"):
+    """c = u_partner / |beta(x)| [B, K, E] (the explained quantity, methods.base); for
+    target="cosine" the cosine's own gradient, (u_partner - s u_x) / |beta(x)|."""
     emb = np.asarray(model.apply(variables, x)[0], np.float64)
     u = np.asarray(partners, np.float64)
     u = u / np.linalg.norm(u, axis=-1, keepdims=True)
-    return u / np.linalg.norm(emb, axis=-1)[:, None, None]
+    norm = np.linalg.norm(emb, axis=-1)
+    if target == "cosine":
+        ux = emb / norm[:, None]
+        u = u - np.einsum("be,bke->bk", ux, u)[..., None] * ux[:, None]
+    return u / norm[:, None, None]
 
 
 # --------------------------------------------------------------------------- registry
@@ -266,7 +271,7 @@ def test_chefer_relevance_update_rules_by_hand_on_two_blocks(family):
     model, variables, x = _setup(family)
     assert model.depth == 2
     partners = _partners(model, variables, x, k=1)
-    cot = _cotangent(model, variables, x, partners)[:, 0]
+    cot = _cotangent(model, variables, x, partners, target="cosine")[:, 0]  # the default
     attn, grads = _attention_and_gradients(model, variables, x, jnp.asarray(cot, jnp.float32))
     got = methods.against(model, variables, x, partners, method="chefer")["maps"][:, 0]
     p, n = model.num_prefix_tokens, 16
@@ -352,3 +357,34 @@ def test_batched_pairs_equal_one_pair_at_a_time_and_cross_maps(method):
     )
     v = fn(x[:, None], emb_b[:, None])[:, 0]
     np.testing.assert_allclose(v, out["map_a"], atol=2e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- the cosine target
+
+
+@pytest.mark.parametrize("method", ["paper", "gradxinput", "chefer", "conservative"])
+def test_cosine_target_is_the_score_map_minus_s_times_the_self_map(method):
+    """target="cosine" explains the cosine's own gradient (|beta| moves too): by linearity in
+    the cotangent, the map against p minus s(x, p) times the map against x itself; for
+    Chefer's clipped rule only the gradient changes, so only the linear methods are exact."""
+    model, variables, x = _setup("dinov2_reg")
+    partners = _partners(model, variables, x, k=1)
+    emb = model.apply(variables, x)[0]
+    got = methods.against(model, variables, x, partners, method=method, target="cosine")
+    if method == "chefer":  # its default is the cosine
+        plain = methods.against(model, variables, x, partners, method=method, target="score")
+        assert not np.allclose(got["maps"], plain["maps"], atol=1e-3)
+        return
+    score = methods.against(model, variables, x, partners, method=method)
+    itself = methods.against(model, variables, x, emb[:, None], method=method)
+    want = score["maps"] - score["score"][..., None, None] * itself["maps"]
+    np.testing.assert_allclose(got["maps"], want, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(itself["score"], 1.0, atol=1e-6)
+    if method == "conservative":  # Euler: relevance + bias terms = the cosine's radial part
+        flat = traverse_util.flatten_dict(variables["params"])
+        flat = {k: (jnp.zeros_like(v) if k[-1] == "bias" else v) for k, v in flat.items()}
+        v0 = {"params": traverse_util.unflatten_dict(flat)}
+        out0 = methods.against(model, v0, x, partners, method=method, target="cosine")
+        np.testing.assert_allclose(out0["total"], 0.0, atol=2e-6)
+    with pytest.raises(ValueError, match="target='dot'"):
+        methods.against(model, variables, x, partners, method=method, target="dot")

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from pairviz_jax.explain._checks import check_finite
 from pairviz_jax.explain.maps import _check_model, upsample
-from pairviz_jax.explain.methods.base import _HI, check_model, check_options, get
+from pairviz_jax.explain.methods.base import _HI, check_model, check_options, cotangent, get
 from pairviz_jax.explain.similarity import safe_norm
 
 Array = jax.Array
@@ -55,12 +55,17 @@ def _unit(x: Array) -> Array:
     return x / safe_norm(x)[..., None]
 
 
+def _split(options) -> tuple[dict, str]:
+    opts = dict(options)
+    return opts, opts.pop("target", "score")
+
+
 def _against_body(method, options, model, variables, images, partners):
-    prep = get(method).prepare(model, variables, images, **dict(options))
+    opts, target = _split(options)
+    prep = get(method).prepare(model, variables, images, **opts)
     emb = prep.embedding
     units = _unit(partners)  # [B, K, E]
-    cot = units / safe_norm(emb)[:, None, None]
-    maps, total = prep.pullback(cot)
+    maps, total = prep.pullback(cotangent(emb, units, target))
     score = jnp.einsum("be,bke->bk", _unit(emb), units, precision=_HI)
     return {
         "maps": maps,
@@ -114,21 +119,22 @@ def against(
 
 def _paired_body(method, options, model, upsampled, variables, images_a, images_b):
     prepare = get(method).prepare
+    opts, target = _split(options)
     b = images_a.shape[0]
     if images_a.shape == images_b.shape:
-        both = prepare(model, variables, jnp.concatenate([images_a, images_b]), **dict(options))
+        both = prepare(model, variables, jnp.concatenate([images_a, images_b]), **opts)
         emb = both.embedding
         ea, eb = emb[:b], emb[b:]
-        partner = jnp.concatenate([_unit(eb), _unit(ea)])[:, None]
-        maps, total = both.pullback(partner / safe_norm(emb)[:, None, None])
+        partner = jnp.concatenate([eb, ea])[:, None]
+        maps, total = both.pullback(cotangent(emb, partner, target))
         map_a, map_b = maps[:b, 0], maps[b:, 0]
         total_a, total_b = total[:b, 0], total[b:, 0]
     else:
-        pa = prepare(model, variables, images_a, **dict(options))
-        pb = prepare(model, variables, images_b, **dict(options))
+        pa = prepare(model, variables, images_a, **opts)
+        pb = prepare(model, variables, images_b, **opts)
         ea, eb = pa.embedding, pb.embedding
-        ma, ta = pa.pullback((_unit(eb) / safe_norm(ea)[:, None])[:, None])
-        mb, tb = pb.pullback((_unit(ea) / safe_norm(eb)[:, None])[:, None])
+        ma, ta = pa.pullback(cotangent(ea, eb[:, None], target))
+        mb, tb = pb.pullback(cotangent(eb, ea[:, None], target))
         map_a, map_b, total_a, total_b = ma[:, 0], mb[:, 0], ta[:, 0], tb[:, 0]
     score = (_unit(ea) * _unit(eb)).sum(-1)
     out = {

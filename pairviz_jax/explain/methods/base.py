@@ -89,15 +89,46 @@ def get(name: str) -> Method:
     return METHODS[name]
 
 
+# Options every method takes (handled by ``api``, not by ``prepare``).
+COMMON_OPTIONS = {"target": "score"}
+TARGETS = ("score", "cosine")
+
+
 def check_options(method: Method, options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` with the method's defaults filled in; ValueError on an unknown one."""
-    unknown = sorted(set(options) - set(method.options))
+    accepted = {**COMMON_OPTIONS, **method.options}
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
-        accepted = ", ".join(method.options) or "none"
         raise ValueError(
-            f"method {method.name!r} takes no option {', '.join(unknown)} (accepted: {accepted})"
+            f"method {method.name!r} takes no option {', '.join(unknown)} "
+            f"(accepted: {', '.join(accepted)})"
         )
-    return {**method.options, **options}
+    out = {**accepted, **options}
+    if out["target"] not in TARGETS:
+        raise ValueError(f"target={out['target']!r}: expected one of {TARGETS}")
+    return out
+
+
+def cotangent(embedding: Array, partners: Array, target: str = "score") -> Array:
+    """The cotangent of the explained quantity for images [B, E] against partners [B, K, E].
+
+    ``"score"`` (every method's default): f_p = beta . u_p / |beta| with |beta| held (the
+    module doc), cotangent ``u_p / |beta|``; the maps can sum to the cosine.
+    ``"cosine"``: the cosine itself, whose gradient also moves |beta|: cotangent
+    ``(u_p - s u) / |beta|`` with u = beta / |beta| and s the cosine, i.e. the ``score``
+    map minus s times the image's map against itself (its partner-agnostic part). Its
+    maps sum to 0 wherever the network is positively homogeneous; they show what in the
+    image makes it closer to *this* partner than to itself.
+    """
+    norm = jnp.maximum(jnp.linalg.norm(embedding, axis=-1), 1e-12)
+    u = embedding / norm[:, None]
+    up = partners / jnp.maximum(jnp.linalg.norm(partners, axis=-1, keepdims=True), 1e-12)
+    if target == "cosine":
+        s = jnp.einsum("be,bke->bk", u, up, precision=_HI)
+        up = up - s[..., None] * u[:, None]
+    elif target != "score":
+        raise ValueError(f"target={target!r}: expected one of {TARGETS}")
+    return up / norm[:, None, None]
 
 
 def check_model(method: Method, model) -> None:
