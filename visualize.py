@@ -369,6 +369,7 @@ def _evaluate_args(p):
     p.add_argument(
         "--cache", help="photos: folder of finished chunks (resume); default beside --out"
     )
+    p.add_argument("--figure", help="also draw every method on two photo pairs to this PNG")
     p.add_argument("--out", default=os.path.join("out", "evaluate.png"), help="curves PNG")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
@@ -390,6 +391,7 @@ def _evaluate(args, plotting):
             options=args.option,
             curve_pairs=args.curve_pairs,
             cache=args.cache,
+            figure=args.figure,
         )
     except (ValueError, ImportError) as e:
         raise plotting.InputError(str(e)) from None

@@ -89,9 +89,7 @@ def _numpy_rollout(model, variables, x):
 def test_baseline_kinds_against_independent_references(family):
     model, variables, x = _tiny(family)
     partner = model.apply(variables, x[::-1] + 0.5)[0]
-    maps = ev.kind_maps(
-        model, variables, x, partner[:, None], ev.KINDS, method_options={"ig": {"steps": 2}}
-    )
+    maps = ev.kind_maps(model, variables, x, partner[:, None], (*ev.FEATURE_KINDS, "random"))
     assert all(m.shape == (3, 1, 4, 4) for m in maps.values())
     r = _numpy_rollout(model, variables, x)
     p = model.num_prefix_tokens
@@ -244,6 +242,9 @@ def test_evaluate_subcommand_on_photos(real_photos, loaded32, monkeypatch, tmp_p
     assert visualize.main(argv) == 0
     out = capsys.readouterr().out
     assert "## tiny: photo half a, with a distractor" in out and "photo half b" in out
+    assert "## tiny: half a / half b, with a distractor" in out
+    both = [line for line in out.splitlines() if line.startswith("| Chefer")][-1]
+    assert both.count(" / ") == 7  # one cell per measure, half a / half b
     assert "chefer better than rollout by: deletion_auc" in out and "share_swing" in out
     for half in ("a", "b"):
         assert str(tmp_path / f"photos_{half}.png") in out
@@ -251,3 +252,20 @@ def test_evaluate_subcommand_on_photos(real_photos, loaded32, monkeypatch, tmp_p
         assert visualize.main([*argv, bad]) == 1
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1
+
+
+def test_methods_figure_draws_both_pairs(real_photos, loaded32, tmp_path):
+    from pairviz_jax.evaluate import figures
+
+    path = figures.methods_figure(
+        loaded32,
+        str(tmp_path / "m.png"),
+        kinds=("authors", "chefer", "ig", "rollout"),
+        method_options={"ig": {"steps": 2}},
+        dpi=40,
+    )
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    # 3 rows (one pair, a distractor pair against each partner) x 6 columns of panels.
+    assert img.shape[0] > img.shape[1] / 3 and img.shape[1] > 200

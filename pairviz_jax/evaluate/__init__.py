@@ -39,6 +39,7 @@ from pairviz_jax.evaluate.results import (
     METRICS,
     Faithfulness,
     concatenate,
+    halves_table,
     plot_curves,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "evaluate_photos",
     "faithfulness",
     "gaussian_blur",
+    "halves_table",
     "kind_maps",
     "map_correlation",
     "measure",

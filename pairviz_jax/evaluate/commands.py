@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pairviz_jax.evaluate.demo import evaluate_demo
 from pairviz_jax.evaluate.kinds import KINDS
 from pairviz_jax.evaluate.photos import PHOTO_KINDS, evaluate_photos
-from pairviz_jax.evaluate.results import BASELINES, plot_curves
+from pairviz_jax.evaluate.results import BASELINES, halves_table, plot_curves
 from pairviz_jax.explain import methods as registry
 
 # Photos: deletion/insertion on the first 20 pairs of each half (each pair costs 2 (S - 1)
@@ -76,11 +76,20 @@ def run(
     options: Sequence[str] = (),
     curve_pairs: int | None = None,
     cache: str | None = None,
+    figure: str | None = None,
 ) -> tuple[str, list[str]]:
-    """Runs one benchmark; returns (the report text, the curve PNGs written)."""
+    """Runs one benchmark; returns (the report text, the PNGs written). ``figure``: also
+    draw every method on one photo pair and one distractor pair (``figures``)."""
     kinds = parse_methods(methods, PHOTO_KINDS if photos else KINDS)
     method_options = parse_options(options)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    drawn = []
+    if figure:
+        from pairviz_jax.evaluate.figures import FIGURE_KINDS, methods_figure
+
+        os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
+        shown = [k for k in FIGURE_KINDS if not methods or k in kinds]
+        drawn.append(methods_figure(loaded, figure, kinds=shown, method_options=method_options))
     note = "paired differences (mean ± standard error over the same pairs; > 0: method better)"
     if not photos:
         result = evaluate_demo(
@@ -94,7 +103,7 @@ def run(
             curve_pairs=curve_pairs,
         )
         text = f"{result.table()}\n\n{note}\n{result.comparisons()}"
-        return text, [plot_curves(result, out, title=loaded.label)]
+        return text, [plot_curves(result, out, title=loaded.label), *drawn]
     cache = cache or os.path.splitext(out)[0] + "_chunks"
     results = evaluate_photos(
         loaded,
@@ -114,4 +123,7 @@ def run(
         title = f"{loaded.label}: photo half {half}, {variant}"
         texts.append(f"## {title}\n\n{result.table()}\n\n{note}\n{result.comparisons()}")
         paths.append(plot_curves(result, f"{stem}_{half}{ext}", title=title))
-    return "\n\n".join(texts), paths
+    if len(results) > 1:
+        names = " / ".join(f"half {h}" for h in results)
+        texts.append(f"## {loaded.label}: {names}, {variant}\n\n{halves_table(results)}")
+    return "\n\n".join(texts), paths + drawn

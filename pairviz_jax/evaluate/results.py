@@ -135,6 +135,28 @@ class Faithfulness:
         return "\n".join(lines)
 
 
+def halves_table(results: dict[str, Faithfulness], digits: int = 2) -> str:
+    """Several results (e.g. the photo halves) in one Markdown table: each cell "mean ±
+    standard error" per result, separated by " / ", in the order of ``results``."""
+    summs = {name: r.summary() for name, r in results.items()}
+    kinds = list(dict.fromkeys(k for s in summs.values() for k in s))
+    names = [m for m in METRICS if any(m in s.get(k, {}) for s in summs.values() for k in s)]
+    arrows = {True: "↑", False: "↓"}
+    head = "| map | " + " | ".join(f"{n} {arrows[HIGHER_IS_BETTER[n]]}" for n in names) + " |"
+    lines = [head, "|---" * (len(names) + 1) + "|"]
+    for k in kinds:
+        cells = []
+        for n in names:
+            vals = [s[k][n] if k in s and n in s[k] else None for s in summs.values()]
+            cells.append(
+                " / ".join(
+                    "–" if v is None else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}" for v in vals
+                )
+            )
+        lines.append(f"| {LABELS.get(k, k)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def concatenate(results: Sequence[Faithfulness]) -> Faithfulness:
     """Results of consecutive chunks of pairs as one (same kinds and metrics in each)."""
     first = results[0]
