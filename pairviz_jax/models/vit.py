@@ -398,7 +398,8 @@ class ViT(nn.Module):
             Zeros there make ``jax.grad`` give the gradient with respect to
             those tokens (their values: ``return_block_inputs``).
           attention_deltas: ``{k: [B, H, N', N']}`` added to block k's softmax
-            weights (zeros: the gradient with respect to the attention).
+            weights (zeros: the gradient with respect to the attention);
+            k = depth: ``[B, H, 1, N']`` added to the MAP head's weights.
           decompose: also return ``parts`` and ``rest``, the exact split of
             the embedding over tokens (``pairviz_jax.models.decompose``).
           return_block_inputs: also return ``block_inputs``, the input of
@@ -475,7 +476,12 @@ class ViT(nn.Module):
                 layer_norm_eps=self.layer_norm_eps,
                 dtype=self.dtype,
                 name="MAPHead_0",
-            )(encoded, attention_fusion=attention_fusion, detach=detach)
+            )(
+                encoded,
+                attention_fusion=attention_fusion,
+                detach=detach,
+                attention_delta=(attention_deltas or {}).get(self.depth),
+            )
             emb = (head(pooled) if self.proj_dim else pooled).astype(jnp.float32)
             out["tokens"] = encoded[:, p:].astype(jnp.float32)
         else:

@@ -254,30 +254,54 @@ def rollout(args) -> list[str]:
 
 
 def evaluate_arguments(p):
-    p.add_argument("--pairs", type=int, default=128, help="same-class pairs of the demo test split")
-    p.add_argument("--steps", type=int, default=16, help="points of the curves, minus one")
+    p.add_argument(
+        "--photos", action="store_true", help="real-photo copy-paste pairs (both halves)"
+    )
+    p.add_argument("--pairs", type=int, help="pairs (demo: 128; photos: per half, 100)")
+    p.add_argument("--steps", type=int, help="points of the curves, minus one (demo 16, photos 8)")
     p.add_argument("--baseline", choices=("mean", "blur"), default="mean", help="deleted patches")
     p.add_argument(
         "--distractor",
         action="store_true",
-        help="image A also shows a glyph of another class (is the map about the pair?)",
+        help="a second object shared with nothing (is the map about the pair?)",
     )
+    p.add_argument(
+        "--method",
+        action="append",
+        help="maps to measure, e.g. chefer,conservative (paper, all; baselines always added)",
+    )
+    p.add_argument(
+        "--option", action="append", default=[], help="METHOD.KEY=VALUE, e.g. ig.steps=32"
+    )
+    p.add_argument("--curve-pairs", type=int, help="deletion/insertion on the first N pairs only")
+    p.add_argument(
+        "--cache", help="photos: folder of finished chunks (resume); default beside --out"
+    )
+    p.add_argument("--figure", help="also draw every method on two photo pairs to this PNG")
     p.add_argument("--out", default=os.path.join("out", "evaluate.png"), help="curves PNG")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
 
 def evaluate(args) -> list[str]:
-    from pairviz_jax import evaluate as evaluation
+    from pairviz_jax.evaluate import commands
 
     m = runs.model_from_args(args)
     try:
-        result = evaluation.evaluate_demo(
-            m, args.pairs, steps=args.steps, baseline=args.baseline, distractor=args.distractor
+        text, paths = commands.run(
+            m,
+            out=args.out,
+            photos=args.photos,
+            pairs=args.pairs,
+            steps=args.steps,
+            baseline=args.baseline,
+            distractor=args.distractor,
+            methods=args.method,
+            options=args.option,
+            curve_pairs=args.curve_pairs,
+            cache=args.cache,
+            figure=args.figure,
         )
-    except ValueError as e:
+    except (ValueError, ImportError) as e:
         raise InputError(str(e)) from None
-    print(result.table())
-    print("\nPaired differences (mean ± standard error over the same pairs; > 0: paired better)")
-    print(result.comparisons())
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    return [evaluation.plot_curves(result, args.out, title=m.label)]
+    print(text)
+    return paths

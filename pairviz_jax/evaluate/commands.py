@@ -1,0 +1,129 @@
+"""``visualize.py evaluate``: the demo or photo benchmark from command-line values."""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Sequence
+
+from pairviz_jax.evaluate.demo import evaluate_demo
+from pairviz_jax.evaluate.kinds import KINDS
+from pairviz_jax.evaluate.photos import PHOTO_KINDS, evaluate_photos
+from pairviz_jax.evaluate.results import BASELINES, halves_table, plot_curves
+from pairviz_jax.explain import methods as registry
+
+# Photos: deletion/insertion on the first 20 pairs of each half (each pair costs 2 (S - 1)
+# forwards per map kind: 126 of ViT-S/14 at the default 8 steps, the budget of 200 pairs in
+# under 15 minutes on 2 CPU cores).
+CURVE_PAIRS = 20
+
+# --method names: the kinds, plus "paper" (both conventions) and "all" (with ig).
+ALIASES = {"paper": ("authors", "transpose"), "all": tuple(k for k in KINDS if k not in BASELINES)}
+
+
+def parse_methods(values: Sequence[str] | None, default: Sequence[str]) -> tuple[str, ...]:
+    """``--method`` values (repeated or comma-separated) -> map kinds, baselines appended."""
+    if not values:
+        return tuple(default)
+    chosen: list[str] = []
+    for v in values:
+        for name in (s.strip() for s in v.split(",") if s.strip()):
+            names = ALIASES.get(name, (name,))
+            for n in names:
+                if n not in KINDS:
+                    known = ", ".join([*ALIASES, *KINDS])
+                    raise ValueError(f"--method {name}: unknown; expected some of {known}")
+                if n not in chosen:
+                    chosen.append(n)
+    return tuple(chosen) + tuple(b for b in BASELINES if b not in chosen)
+
+
+def parse_options(values: Sequence[str]) -> dict[str, dict]:
+    """``--option METHOD.KEY=VALUE`` values -> ``{method: {key: value}}`` (values as Python
+    literals, e.g. ``gradxinput.layer=6``, ``ig.steps=32``)."""
+    out: dict[str, dict] = {}
+    for v in values or ():
+        head, sep, raw = v.partition("=")
+        method, dot, key = head.partition(".")
+        if not sep or not dot or not key:
+            raise ValueError(f"--option {v}: expected METHOD.KEY=VALUE, e.g. gradxinput.layer=6")
+        if method not in registry.METHODS:
+            raise ValueError(
+                f"--option {v}: {method!r} is not a method ({', '.join(registry.METHODS)})"
+            )
+        accepted = {**registry.base.COMMON_OPTIONS, **registry.METHODS[method].options}
+        if key not in accepted or (method == "paper" and key != "target"):
+            accepted = "target" if method == "paper" else ", ".join(accepted)
+            raise ValueError(f"--option {v}: {method} takes {accepted}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out.setdefault(method, {})[key] = value
+    return out
+
+
+def run(
+    loaded,
+    *,
+    out: str,
+    photos: bool = False,
+    pairs: int | None = None,
+    steps: int | None = None,
+    baseline: str = "mean",
+    distractor: bool = False,
+    methods: Sequence[str] | None = None,
+    options: Sequence[str] = (),
+    curve_pairs: int | None = None,
+    cache: str | None = None,
+    figure: str | None = None,
+) -> tuple[str, list[str]]:
+    """Runs one benchmark; returns (the report text, the PNGs written). ``figure``: also
+    draw every method on one photo pair and one distractor pair (``figures``)."""
+    kinds = parse_methods(methods, PHOTO_KINDS if photos else KINDS)
+    method_options = parse_options(options)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    drawn = []
+    if figure:
+        from pairviz_jax.evaluate.figures import FIGURE_KINDS, methods_figure
+
+        os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
+        shown = [k for k in FIGURE_KINDS if not methods or k in kinds]
+        drawn.append(methods_figure(loaded, figure, kinds=shown, method_options=method_options))
+    note = "paired differences (mean ± standard error over the same pairs; > 0: method better)"
+    if not photos:
+        result = evaluate_demo(
+            loaded,
+            pairs or 128,
+            steps=steps or 16,
+            baseline=baseline,
+            distractor=distractor,
+            kinds=kinds,
+            method_options=method_options,
+            curve_pairs=curve_pairs,
+        )
+        text = f"{result.table()}\n\n{note}\n{result.comparisons()}"
+        return text, [plot_curves(result, out, title=loaded.label), *drawn]
+    cache = cache or os.path.splitext(out)[0] + "_chunks"
+    results = evaluate_photos(
+        loaded,
+        pairs or 100,
+        distractor=distractor,
+        kinds=kinds,
+        method_options=method_options,
+        steps=steps or 8,
+        curve_pairs=CURVE_PAIRS if curve_pairs is None else curve_pairs,
+        baseline=baseline,
+        cache_dir=cache,
+    )
+    texts, paths = [], []
+    stem, ext = os.path.splitext(out)
+    variant = "with a distractor" if distractor else "one object"
+    for half, result in results.items():
+        title = f"{loaded.label}: photo half {half}, {variant}"
+        texts.append(f"## {title}\n\n{result.table()}\n\n{note}\n{result.comparisons()}")
+        paths.append(plot_curves(result, f"{stem}_{half}{ext}", title=title))
+    if len(results) > 1:
+        names = " / ".join(f"half {h}" for h in results)
+        texts.append(f"## {loaded.label}: {names}, {variant}\n\n{halves_table(results)}")
+    return "\n\n".join(texts), paths + drawn

@@ -1,0 +1,249 @@
+"""One evaluation: maps of every kind for images against partners, then every measure.
+
+The data of any benchmark take one form: B explained images, each with K partners (partner
+0 shares object 0 of the image; in the distractor variants partner 1 shares object 1) and
+the objects' masks in the explained image. The maps against partner 0 are measured
+(deletion/insertion of the cosine with partner 0, energy in mask and pointing game on
+object 0, shared share of object 0 against object 1); with two partners, the maps against
+partner 1 give the pair sensitivity (``measures``).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pairviz_jax.evaluate import measures as ms
+from pairviz_jax.evaluate.kinds import FEATURE_KINDS, KINDS, check_kinds, kind_maps
+from pairviz_jax.evaluate.results import Faithfulness
+
+
+@functools.lru_cache(maxsize=16)
+def _embed_fn(model):
+    return jax.jit(lambda v, x: model.apply(v, x)[0].astype(jnp.float32))
+
+
+def _chunks(n: int, size: int):
+    for s in range(0, n, size):
+        yield s, min(s + size, n)
+
+
+def _padded(x: np.ndarray, size: int) -> np.ndarray:
+    """``x`` with its last item repeated up to ``size`` items (one compiled shape)."""
+    pad = size - len(x)
+    return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad > 0 else x
+
+
+def measure(
+    model,
+    variables,
+    images: np.ndarray,
+    partners: np.ndarray,
+    masks: np.ndarray | None = None,
+    *,
+    kinds: Sequence[str] = KINDS,
+    method_options: Mapping[str, Mapping] | None = None,
+    steps: int = 16,
+    baseline: str = "mean",
+    seed: int = 0,
+    batch_size: int = 16,
+    embed_batch_size: int = 64,
+    curve_pairs: int | None = None,
+    index_offset: int = 0,
+) -> Faithfulness:
+    """Every measure of every kind of map (module doc).
+
+    Args:
+      model, variables: the model (a ViT for the rollout baselines).
+      images: [B, H, W, C] normalised explained images.
+      partners: [B, K, H, W, C] normalised partners (K = 1 or 2).
+      masks: bool [B, K', H, W] the objects in the explained images (object k shared with
+        partner k), or None (deletion and insertion only).
+      kinds: map kinds (``evaluate.kinds.KINDS``).
+      method_options: ``{method: {option: value}}`` for the explanation methods.
+      steps: points of the deletion/insertion curves minus one.
+      baseline: what deleted patches become, ``"mean"`` or ``"blur"``.
+      seed: seed of the random maps.
+      batch_size: pairs per compiled map computation (the last batch is padded).
+      embed_batch_size: images per forward of the curves.
+      curve_pairs: deletion/insertion on the first this many pairs only (None: all); they
+        cost 2 (S - 1) forwards per pair and kind.
+      index_offset: the global index of the first pair (seeds of the random maps).
+
+    Returns:
+      ``Faithfulness``; ``info["seconds"]`` holds the time spent per kind.
+    """
+    kinds = check_kinds(kinds)
+    images = np.asarray(images, np.float32)
+    partners = np.asarray(partners, np.float32)
+    b = len(images)
+    if partners.ndim != 5 or partners.shape[0] != b or partners.shape[2:] != images.shape[1:]:
+        raise ValueError(
+            f"partners must be [B, K, H, W, C] = [{b}, K, {', '.join(map(str, images.shape[1:]))}]"
+            f", got {partners.shape}"
+        )
+    k = partners.shape[1]
+    if masks is not None:
+        masks = np.asarray(masks, bool)
+        if masks.ndim != 4 or masks.shape[0] != b or masks.shape[2:] != images.shape[1:3]:
+            raise ValueError(
+                f"masks must be [B, K, H, W] with [B, H, W] = {images.shape[:3]}, got {masks.shape}"
+            )
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a positive integer")
+    seconds: dict[str, float] = {}
+    embed_jit = _embed_fn(model)
+
+    def embed(x):
+        return np.asarray(embed_jit(variables, jnp.asarray(x)))
+
+    t0 = time.perf_counter()
+    flat = partners.reshape(b * k, *partners.shape[2:])
+    emb_p = ms.embed_in_batches(embed, flat, embed_batch_size).reshape(b, k, -1)
+    unit_x = ms.embed_in_batches(embed, images, embed_batch_size)
+    scores = (unit_x * emb_p[:, 0]).sum(-1)
+    seconds["embeddings"] = time.perf_counter() - t0
+
+    grid = model.grid(images.shape)
+    maps: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
+    size = min(batch_size, b)
+    # The paper's maps and the rollout/gamma baselines share one forward; each method runs
+    # on its own (and is timed on its own).
+    groups = [tuple(k for k in kinds if k in FEATURE_KINDS)]
+    groups += [(k,) for k in kinds if k not in FEATURE_KINDS]
+    for s, e in _chunks(b, size):
+        x = jnp.asarray(_padded(images[s:e], size))
+        p = jnp.asarray(_padded(emb_p[s:e], size))
+        for group in filter(None, groups):
+            t = time.perf_counter()
+            got = kind_maps(
+                model,
+                variables,
+                x,
+                p,
+                group,
+                method_options=method_options,
+                index=range(index_offset + s, index_offset + s + size),
+                seed=seed,
+            )
+            for kind in group:
+                maps[kind].append(got[kind][: e - s])
+            name = "features" if group[0] in FEATURE_KINDS else group[0]
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t
+    maps = {kind: np.concatenate(v) for kind, v in maps.items()}  # [B, K, gh, gw]
+
+    c = b if curve_pairs is None else max(0, min(curve_pairs, b))
+    empty = {"deletion": np.zeros((0, steps + 1)), "insertion": np.zeros((0, steps + 1))}
+    curves: dict[str, dict[str, np.ndarray]] = {kind: dict(empty) for kind in kinds}
+    metrics: dict[str, dict[str, np.ndarray]] = {
+        kind: {"deletion_auc": np.zeros(0), "insertion_auc": np.zeros(0)} for kind in kinds
+    }
+    if c:
+        patch = images.shape[1] // grid[0]
+        base = ms.baseline_images(images[:c], baseline, patch)
+        ends = (unit_x[:c], ms.embed_in_batches(embed, base, embed_batch_size))
+        unit_p = emb_p[:c, 0] / np.maximum(np.linalg.norm(emb_p[:c, 0], axis=-1)[:, None], 1e-12)
+        for kind in kinds:
+            t = time.perf_counter()
+            for mode in ("deletion", "insertion"):
+                curves[kind][mode] = ms.score_curves(
+                    embed,
+                    images[:c],
+                    unit_p,
+                    maps[kind][:c, 0],
+                    grid,
+                    mode=mode,
+                    steps=steps,
+                    baseline=base,
+                    batch_size=embed_batch_size,
+                    ends=ends,
+                )
+                metrics[kind][f"{mode}_auc"] = ms.auc(curves[kind][mode])
+            seconds[f"curves/{kind}"] = time.perf_counter() - t
+    if masks is not None:
+        size_hw = masks.shape[2:]
+        for kind in kinds:
+            up = ms.normalised_pixels(maps[kind][:, 0], size_hw)  # once for every mask measure
+            metrics[kind]["energy_in_mask"] = ms.energy_on(up, masks[:, 0])
+            metrics[kind]["pointing_game"] = ms.points_on(up, masks[:, 0]).astype(np.float64)
+            if masks.shape[1] > 1:
+                metrics[kind]["shared_share"] = ms.share_on(up, masks[:, 0], masks[:, 1])
+                if k > 1:
+                    m0, m1 = maps[kind][:, 0], maps[kind][:, 1]
+                    metrics[kind]["share_swing"] = ms.share_swing(m0, m1, masks[:, 0], masks[:, 1])
+                    metrics[kind]["map_correlation"] = ms.map_correlation(m0, m1)
+    info = {"seconds": seconds, "pairs": b, "curve_pairs": c, "steps": steps, "kinds": kinds}
+    return Faithfulness(curves=curves, metrics=metrics, scores=scores, info=info, maps=maps)
+
+
+def faithfulness(
+    model,
+    variables,
+    images_a: np.ndarray,
+    images_b: np.ndarray,
+    masks_a: np.ndarray | None = None,
+    distractor_masks_a: np.ndarray | None = None,
+    *,
+    second_b: np.ndarray | None = None,
+    kinds: Sequence[str] = KINDS,
+    method_options: Mapping[str, Mapping] | None = None,
+    steps: int = 16,
+    baseline: str = "mean",
+    seed: int = 0,
+    batch_size: int = 256,
+    curve_pairs: int | None = None,
+) -> Faithfulness:
+    """Every measure of A's maps against B, per map kind (the demo's form of ``measure``).
+
+    Args:
+      model, variables: a ViT and its variables.
+      images_a: [B, H, W, C] normalised images A (the maps explain A).
+      images_b: [B, H, W, C] normalised images B.
+      masks_a: bool [B, H, W] A's object shared with B, or None (deletion/insertion only).
+      distractor_masks_a: bool [B, H, W] A's distractor objects (shared share), or None;
+        needs ``masks_a``.
+      second_b: [B, H, W, C] normalised partners that share A's distractor (pair
+        sensitivity), or None; needs ``distractor_masks_a``.
+      kinds, method_options, steps, baseline, seed, curve_pairs: as ``measure``.
+      batch_size: pairs per compiled map computation and images per forward.
+
+    Returns:
+      ``Faithfulness``.
+    """
+    images_a = np.asarray(images_a, np.float32)
+    images_b = np.asarray(images_b, np.float32)
+    if images_a.shape != images_b.shape:
+        raise ValueError(f"images_a {images_a.shape} and images_b {images_b.shape} differ")
+    for name, m in (("masks_a", masks_a), ("distractor_masks_a", distractor_masks_a)):
+        if m is not None and np.shape(m) != images_a.shape[:3]:
+            raise ValueError(f"{name} must be [B, H, W] = {images_a.shape[:3]}, got {np.shape(m)}")
+    if distractor_masks_a is not None and masks_a is None:
+        raise ValueError("distractor_masks_a needs masks_a (the shared objects' masks)")
+    if second_b is not None and distractor_masks_a is None:
+        raise ValueError("second_b needs distractor_masks_a (the object it shares with A)")
+    partners = [images_b] + ([np.asarray(second_b, np.float32)] if second_b is not None else [])
+    masks = None
+    if masks_a is not None:
+        masks = np.stack(
+            [masks_a] + ([distractor_masks_a] if distractor_masks_a is not None else []), 1
+        )
+    return measure(
+        model,
+        variables,
+        images_a,
+        np.stack(partners, 1),
+        masks,
+        kinds=kinds,
+        method_options=method_options,
+        steps=steps,
+        baseline=baseline,
+        seed=seed,
+        batch_size=min(batch_size, 64),
+        embed_batch_size=batch_size,
+        curve_pairs=curve_pairs,
+    )

@@ -1,0 +1,40 @@
+"""Explanation methods behind one switch: ``method=`` selects one from ``METHODS``.
+
+=================  ===============================================  =======================
+name               what it is                                       what its map sums to
+=================  ===============================================  =======================
+``paper``          eq. 4 split, rollout back to the patches         transpose: the score
+                   (eq. 5-6; the default)                           minus prefix and rest
+``gradxinput``     gradient x input on the tokens entering block k  nothing in general
+``chefer``         gradient-weighted attention rollout              nothing
+                   (Chefer, Gur & Wolf 2021)
+``conservative``   gradient x input with attention, LayerNorm       the score minus the
+                   scale and gates detached (Ali et al. 2022)       bias terms (exact)
+``ig``             integrated gradients over pixels, per patch      score - f(baseline)
+=================  ===============================================  =======================
+
+Every method explains the same quantity, the cosine with the image's own norm held
+(``base``), so the partner's unit embedding is the cotangent of one backward pass and one
+forward serves a whole gallery. ``explain.paired_maps(..., method=)`` and
+``explain.cross_maps(..., method=)`` dispatch here; ``against`` gives maps of images
+against K partners each (what ``pairviz_jax.evaluate`` uses).
+"""
+
+from pairviz_jax.explain.methods import chefer as _chefer  # noqa: F401  (registers)
+from pairviz_jax.explain.methods import gradients as _gradients  # noqa: F401
+from pairviz_jax.explain.methods import paper as _paper  # noqa: F401
+from pairviz_jax.explain.methods.api import Inputs, against, cross_maps, embed, paired_maps
+from pairviz_jax.explain.methods.base import METHODS, Method, Prepared, get, register
+
+__all__ = [
+    "METHODS",
+    "Inputs",
+    "Method",
+    "Prepared",
+    "against",
+    "cross_maps",
+    "embed",
+    "get",
+    "paired_maps",
+    "register",
+]
