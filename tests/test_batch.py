@@ -224,6 +224,48 @@ def test_job_matches_paired_maps_and_skips_unreadable_images(tiny, tmp_path):
     assert res.shards[0]["maps_a"].dtype == np.float16
 
 
+@pytest.mark.parametrize("method", ["chefer", "conservative"])
+def test_job_by_another_method_matches_its_paired_maps(tiny, tmp_path, method):
+    """--method: each record is explain.paired_maps(method=...) of its pair; unreadable
+    images are skipped as with the paper's fold; a resumed job with another method is
+    refused."""
+    model, variables, _ = tiny
+    from pairviz_jax.data import demo
+
+    src = demo.DemoSource("test", image_size=SIZE)
+    names = []
+    for i in range(4):
+        Image.fromarray(src[i]["image"]).save(tmp_path / f"im{i}.png")
+        names.append(f"im{i}.png")
+    pairs = [("im0.png", "im1.png"), ("im2.png", "missing.png"), ("im3.png", "im0.png")]
+    pairs += [("im1.png", "im2.png"), ("im1.png", "im3.png")]
+    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs))
+    loader = batch.ImageLoader(SIZE, "demo", root=str(tmp_path))
+    out = str(tmp_path / "out")
+    kw = dict(pairs_file=str(tmp_path / "pairs.tsv"), shard_size=2, progress=False)
+    summary = batch.run_batch(model, variables, loader, out, method=method, **kw)
+    assert summary["skipped"] == 1 and summary["written"] == 4
+    rows = _all_records(out)
+    paper = explain.paired_maps(
+        model, variables, jnp.asarray(loader("im0.png"))[None], jnp.asarray(loader("im1.png"))[None]
+    )
+    for r, (a, b) in enumerate(pairs):
+        if "missing.png" in (a, b):
+            assert r not in rows
+            continue
+        xa, xb = (jnp.asarray(loader(k))[None] for k in (a, b))
+        ref = explain.paired_maps(model, variables, xa, xb, method=method)
+        for got, want in ((rows[r][2], ref["map_a"][0]), (rows[r][3], ref["map_b"][0])):
+            scale = float(np.abs(want).max())
+            np.testing.assert_allclose(got, want, atol=2e-3 * scale, rtol=2e-3)
+        np.testing.assert_allclose(rows[r][4], ref["score"][0], atol=1e-5)
+    assert np.abs(rows[0][2] - np.asarray(paper["map_a"][0])).max() > 1e-4  # not the paper's
+    with pytest.raises(ValueError, match="different job"):
+        batch.run_batch(model, variables, loader, out, method="gradxinput", **kw)
+    with pytest.raises(ValueError, match="unknown method"):
+        batch.run_batch(model, variables, loader, str(tmp_path / "o2"), method="lrp", **kw)
+
+
 def test_tile_strategy_equals_gather_and_transpose_maps_sum_to_score(tiny, tmp_path):
     model, variables, loader = tiny
     pairs = _pairs_csv(tmp_path / "p.csv", 200, 24)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import visualize
-from pairviz_jax import batch, runs
+from pairviz_jax import batch, explain, runs
 from pairviz_jax.data import preprocess
 from pairviz_jax.models import ViT, decode_variant
 from pairviz_jax.runs import LoadedModel
@@ -54,6 +54,24 @@ def test_batch_subcommand_bad_input_is_one_line(tiny_model, tmp_path, capsys):
     argv = ["batch", "--weights", "w.npz", "--images", "demo:test:5", "--out", str(tmp_path)]
     assert visualize.main(argv) == 1
     assert "--top-k" in capsys.readouterr().err
+
+
+def test_batch_subcommand_method_switch(tiny_model, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    argv = ["batch", "--weights", "w.npz", "--images", "demo:test:3", "--all-pairs"]
+    assert visualize.main([*argv, "--out", out, "--method", "chefer"]) == 0
+    job = json.load(open(os.path.join(out, "job.json")))
+    assert job["fingerprint"]["method"] == "chefer"
+    first = batch.BatchResults(out).get(0)
+    loader = batch.ImageLoader(16, "demo")
+    xa, xb = (jnp.asarray(loader(first[k]))[None] for k in ("a", "b"))
+    ref = explain.paired_maps(tiny_model.model, tiny_model.variables, xa, xb, method="chefer")
+    scale = float(np.abs(ref["map_a"]).max())
+    np.testing.assert_allclose(first["maps_a"], ref["map_a"][0], atol=2e-3 * scale)
+    capsys.readouterr()
+    assert visualize.main([*argv, "--out", str(tmp_path / "o2"), "--method", "lrp"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown method 'lrp'" in err and err.count("\n") == 1
 
 
 def test_evaluate_subcommand_prints_the_table_and_plots(tiny_model, tmp_path, capsys):

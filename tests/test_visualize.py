@@ -216,6 +216,40 @@ def test_matrix(run_dir, tmp_path, capsys, captured):
             assert ax.get_title().endswith(f"{score:.3f}")
 
 
+@pytest.mark.parametrize("method", ["chefer", "conservative"])
+def test_method_switch_draws_that_methods_maps(run_dir, tmp_path, capsys, captured, method):
+    """pair and matrix with --method draw explain.paired_maps(method=...)'s maps, both ways."""
+    refs = ["demo:test:0", "demo:test:24", "demo:test:7"]
+    m = plotting.load_run(run_dir)
+    want = explain.paired_maps(
+        m.model, m.variables, _prepared(m, refs[0]), _prepared(m, refs[1]), method=method
+    )
+    rc, _, err = _run(
+        ["pair", *refs[:2], "--workdir", run_dir, "--method", method, "--out", tmp_path / "p.png"],
+        capsys,
+    )
+    assert rc == 0, err
+    fig = captured[0][2]
+    assert f"{method} maps" in fig._suptitle.get_text()
+    np.testing.assert_allclose(_heat(fig.axes[1]), want["upsampled_a"][0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_heat(fig.axes[2]), want["upsampled_b"][0], rtol=1e-4, atol=1e-6)
+    paper = _reference_pair(m, *refs[:2])
+    assert np.abs(_heat(fig.axes[1]) - paper[0]).max() > 1e-3  # not the paper's map
+    rc, _, err = _run(
+        ["matrix", *refs, "--workdir", run_dir, "--method", method, "--out", tmp_path / "m.png"],
+        capsys,
+    )
+    assert rc == 0, err
+    grid = captured[1][2]
+    np.testing.assert_allclose(_heat(grid.axes[1]), want["upsampled_a"][0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_heat(grid.axes[3]), want["upsampled_b"][0], rtol=1e-4, atol=1e-6)
+    rc, _, err = _run(
+        ["pair", *refs[:2], "--workdir", run_dir, "--method", method, "--convention", "transpose"],
+        capsys,
+    )
+    assert rc == 1 and "--convention applies to --method paper" in err
+
+
 def test_retrieve_with_compare_and_green_borders(
     run_dir, weight_files, folder_gallery, tmp_path, capsys, captured
 ):

@@ -29,6 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="gamma' = R gamma (authors) or R^T gamma (maps sum to the score)",
     )
     p.add_argument(
+        "--method",
+        default="paper",
+        help="explanation method: paper (one fold per image) or an explain.methods name "
+        "(chefer, conservative, gradxinput, ig: one backward pass per pair and direction)",
+    )
+    p.add_argument(
         "--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="pairs per shard file"
     )
     p.add_argument("--png", type=int, default=0, help="also draw the first N pairs as PNGs")
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> list[str]:
             root=args.root,
             data_dir=args.data_dir,
             convention=args.convention,
+            method=args.method,
             shard_size=args.shard_size,
             png_first=args.png,
         )

@@ -26,6 +26,7 @@ from pairviz_jax import explain
 from pairviz_jax.batch.embed import barrier, embed_images
 from pairviz_jax.batch.images import ImageLoader
 from pairviz_jax.batch.kernels import DATA_AXIS, Compute, top_k_pairs
+from pairviz_jax.batch.method_kernels import MethodCompute
 from pairviz_jax.batch.pairs import AllPairs, ArrayPairs, image_keys, read_keys, read_pairs_file
 from pairviz_jax.batch.progress import Progress
 from pairviz_jax.batch.store import (
@@ -40,6 +41,7 @@ from pairviz_jax.batch.store import (
     shard_name,
 )
 from pairviz_jax.data.images import CorruptImageError
+from pairviz_jax.explain import methods as explain_methods
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +175,7 @@ def run_batch(
     all_pairs: bool = False,
     convention: str = "authors",
     start_layer: int = 0,
+    method: str = "paper",
     shard_size: int = DEFAULT_SHARD_SIZE,
     chunk_size: int | None = None,
     strategy: str = "auto",
@@ -202,6 +205,9 @@ def run_batch(
       pairs_file, images, gallery, top_k, all_pairs: the input (above).
       convention: ``"authors"`` or ``"transpose"`` (eq. 6, see ``explain.redistribute``).
       start_layer: first block of the rollout.
+      method: ``"paper"`` (the default: one fold per image, a small product per pair) or
+        another ``explain.methods`` name (one backward pass per pair and direction,
+        ``method_kernels``; ``convention`` and ``start_layer`` are the paper's).
       shard_size: records per shard file.
       chunk_size: pairs per compiled call (a multiple of the local devices that
         divides ``shard_size``; default from the size of W, ~64 MB of gathers).
@@ -230,6 +236,10 @@ def run_batch(
         raise ValueError("gallery only goes with top_k")
     if convention not in explain.CONVENTIONS:
         raise ValueError(f"convention must be one of {explain.CONVENTIONS}, got {convention!r}")
+    if method != "paper":
+        explain_methods.get(method)  # ValueError naming the known methods
+        if convention != "authors" or start_layer:
+            raise ValueError(f"convention and start_layer are the paper's, not {method!r}'s")
     if strategy not in ("auto", "gather", "tile"):
         raise ValueError(f"strategy must be auto, gather or tile, got {strategy!r}")
     if shard_size < 1:
@@ -251,6 +261,8 @@ def run_batch(
         "model_id": model_id,
         "params_sha256": params_fingerprint(variables),
     }
+    if method != "paper":  # absent for the paper's: jobs written before keep resuming
+        fingerprint["method"] = method
     fingerprint = json.loads(json.dumps(fingerprint))  # compared with what job.json holds
     manifest = read_json(layout.manifest)
     if manifest is not None and manifest.get("fingerprint") == fingerprint:
@@ -287,7 +299,10 @@ def run_batch(
         chunk_size = max(d, min(shard_size, (64 << 20) // (2 * 4 * n_tok * emb)))
     chunk_size = max(d, math.ceil(min(chunk_size, shard_size) / d) * d)
     grid = _grid(model, loader, n_tok)
-    compute = Compute(plan.w, plan.unit, grid, mesh, chunk_size, strategy)
+    if method == "paper":
+        compute = Compute(plan.w, plan.unit, grid, mesh, chunk_size, strategy)
+    else:
+        compute = MethodCompute(model, variables, loader, plan.keys, plan.ok, method)
 
     mine = [s for s in range(pid, num_shards, nproc) if not layout.done(s)]
     share = sum(min(shard_size, total - s * shard_size) for s in range(pid, num_shards, nproc))
@@ -451,7 +466,8 @@ def run_loaded(
       root: directory relative image paths are resolved against (default: the
         pairs or images file's directory).
       data_dir: TFDS data directory of prepared datasets.
-      **kw: further ``run_batch`` arguments (``convention``, ``shard_size``, ``png_first``).
+      **kw: further ``run_batch`` arguments (``convention``, ``method``, ``shard_size``,
+        ``png_first``).
 
     Returns:
       ``run_batch``'s summary.

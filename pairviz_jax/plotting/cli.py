@@ -73,10 +73,23 @@ def add_render_arguments(p: argparse.ArgumentParser, name: str) -> None:
         "--convention",
         choices=("authors", "transpose"),
         default="authors",
-        help="gamma' = R gamma (authors) or R^T gamma (maps sum to the score)",
+        help="gamma' = R gamma (authors) or R^T gamma (maps sum to the score); paper method",
+    )
+    g.add_argument(
+        "--method",
+        choices=_method_names(),
+        default="paper",
+        help="explanation method: the paper's (eq. 1-6) or one of explain.methods (README, "
+        "'Which method answers the paired question?')",
     )
     g.add_argument("--data-dir", help="TFDS data directory of prepared datasets")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+
+
+def _method_names() -> tuple[str, ...]:
+    from pairviz_jax.explain import methods
+
+    return ("paper", *sorted(set(methods.METHODS) - {"paper"}))
 
 
 def _gallery_options(p: argparse.ArgumentParser, top: int | None) -> None:
@@ -119,7 +132,9 @@ def _save(fig, args) -> list[str]:
 
 
 def _kw(args) -> dict:
-    return dict(style=style_from_args(args), convention=args.convention)
+    if args.method != "paper" and args.convention != "authors":
+        raise InputError(f"--convention applies to --method paper, not to --method {args.method}")
+    return dict(style=style_from_args(args), convention=args.convention, method=args.method)
 
 
 def _read(args, ref, m):

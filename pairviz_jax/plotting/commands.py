@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pairviz_jax import explain
+from pairviz_jax.explain import methods as explain_methods
 from pairviz_jax.plotting import figures
 from pairviz_jax.plotting.figures import RetrievalRow, Style
 from pairviz_jax.plotting.inputs import Example, Gallery
@@ -51,11 +52,36 @@ def _features(m: LoadedModel, examples: Sequence[Example]) -> explain.Features:
     return jax.tree.map(lambda *x: jnp.concatenate(x), *per_image)
 
 
+def _images(m: LoadedModel, examples: Sequence[Example]) -> jax.Array:
+    return jnp.concatenate([m.prepare(e.image[None]) for e in examples])
+
+
 def _cross(
-    m: LoadedModel, fq: explain.Features, fg: explain.Features, convention: str
+    m: LoadedModel,
+    queries: Sequence[Example],
+    gallery: Sequence[Example] | None,
+    convention: str,
+    method: str = "paper",
 ) -> dict[str, np.ndarray]:
-    """Every query x gallery pair (``explain.cross_maps``), maps upsampled to [Q, G, H, W]."""
-    out = explain.cross_maps(fq, fg, convention=convention)
+    """Every query x gallery pair (the queries themselves when ``gallery`` is None), maps
+    upsampled to [Q, G, H, W]: the paper's method through ``explain.cross_maps`` (one
+    forward per image), another method through ``explain_methods.cross_maps`` (one forward
+    per image, one backward per pair and direction)."""
+    if method == "paper":
+        fq = _features(m, queries)
+        fg = fq if gallery is None else _features(m, gallery)
+        out = explain.cross_maps(fq, fg, convention=convention)
+    else:
+        iq = explain_methods.Inputs(m.model, m.variables, _images(m, queries))
+        ig = (
+            iq
+            if gallery is None
+            else explain_methods.Inputs(m.model, m.variables, _images(m, gallery))
+        )
+        try:
+            out = explain_methods.cross_maps(iq, ig, method=method)
+        except ValueError as e:
+            raise InputError(f"--method {method}: {e}") from None
     return {
         "maps_q": np.asarray(explain.upsample(out["maps_q"], m.image_size)),
         "maps_g": np.asarray(explain.upsample(out["maps_g"], m.image_size)),
@@ -63,19 +89,37 @@ def _cross(
     }
 
 
-def _pair_maps(m: LoadedModel, a: Example, b: Example, convention: str):
-    f = _features(m, [a, b])
-    out = _cross(m, f.slice(0, 1), f.slice(1, 2), convention)
-    return f, out["maps_q"][0, 0], out["maps_g"][0, 0], float(out["score"][0, 0])
+def _source(m: LoadedModel, method: str) -> str:
+    """The figure's source line: the model, and the method when it is not the paper's."""
+    return m.label if method == "paper" else f"{m.label}, {method} maps"
+
+
+def _pair_maps(m: LoadedModel, a: Example, b: Example, convention: str, method: str = "paper"):
+    out = _cross(m, [a], [b], convention, method)
+    return out["maps_q"][0, 0], out["maps_g"][0, 0], float(out["score"][0, 0])
 
 
 def pair(
-    m: LoadedModel, a: Example, b: Example, *, style: Style = MODERN, convention: str = "authors"
+    m: LoadedModel,
+    a: Example,
+    b: Example,
+    *,
+    style: Style = MODERN,
+    convention: str = "authors",
+    method: str = "paper",
 ) -> Figure:
-    """Fig. 3/4: images A and B with their paired maps A|B and B|A."""
-    _, map_a, map_b, score = _pair_maps(m, a, b, convention)
+    """Fig. 3/4: images A and B with their paired maps A|B and B|A (``method``: a name of
+    ``explain_methods.METHODS``; the paper's by default)."""
+    map_a, map_b, score = _pair_maps(m, a, b, convention, method)
     return figures.pair_figure(
-        a.image, b.image, map_a, map_b, score, names=(a.name, b.name), style=style, source=m.label
+        a.image,
+        b.image,
+        map_a,
+        map_b,
+        score,
+        names=(a.name, b.name),
+        style=style,
+        source=_source(m, method),
     )
 
 
@@ -85,12 +129,12 @@ def matrix(
     *,
     style: Style = MODERN,
     convention: str = "authors",
+    method: str = "paper",
 ) -> Figure:
     """Fig. 1: the N x N grid of paired maps (every pair from one forward pass per image)."""
     if len(examples) < 2:
         raise InputError(f"matrix: needs at least 2 images, got {len(examples)}")
-    f = _features(m, examples)
-    cross = _cross(m, f, f, convention)
+    cross = _cross(m, examples, None, convention, method)
     names = [e.name for e in examples]
     if len(set(names)) < len(names):
         names = [chr(ord("A") + i) if i < 26 else str(i) for i in range(len(examples))]
@@ -100,7 +144,7 @@ def matrix(
         cross["score"],
         names=names,
         style=style,
-        source=m.label,
+        source=_source(m, method),
     )
 
 
@@ -139,16 +183,17 @@ def retrieval_row(
     *,
     title: str | None = None,
     convention: str = "authors",
+    method: str = "paper",
 ) -> RetrievalRow:
     """Ranks the gallery for one model and computes the maps of the top results."""
     idx, _ = rank(m, query, gallery, top)
     results = [gallery.examples[i] for i in idx]
-    out = _cross(m, _features(m, [query]), _features(m, results), convention)
+    out = _cross(m, [query], results, convention, method)
     correct = None
     if query.label is not None:
         correct = [r.label is not None and r.label == query.label for r in results]
     return RetrievalRow(
-        title=title or m.label,
+        title=title or _source(m, method),
         query=query.image,
         results=[r.image for r in results],
         maps=list(out["maps_g"][0]),
@@ -164,6 +209,7 @@ def retrieve(
     *,
     style: Style = MODERN,
     convention: str = "authors",
+    method: str = "paper",
 ) -> Figure:
     """Fig. 9: a query's top-k results with their maps, one row per model.
 
@@ -173,9 +219,11 @@ def retrieve(
       top: results per row.
       style: drawing style.
       convention: rollout convention (``explain.paired_maps``).
+      method: the explanation method (``explain_methods.METHODS``; the paper's by default).
     """
     return figures.retrieval_figure(
-        [retrieval_row(m, q, g, top, convention=convention) for m, q, g in rows], style=style
+        [retrieval_row(m, q, g, top, convention=convention, method=method) for m, q, g in rows],
+        style=style,
     )
 
 
@@ -185,6 +233,7 @@ def training(
     *,
     style: Style = MODERN,
     convention: str = "authors",
+    method: str = "paper",
 ) -> Figure:
     """Fig. 6: a query and its top matches with maps at several checkpoints of one run."""
     built = [
@@ -195,10 +244,13 @@ def training(
             top,
             title=f"step {m.step}" if m.step is not None else m.label,
             convention=convention,
+            method=method,
         )
         for m, q, g in rows
     ]
     run = rows[0][0].label.split(" @ ")[0] if rows else None
+    if run and method != "paper":
+        run = f"{run}, {method} maps"
     return figures.retrieval_figure(built, style=style, source=run)
 
 
@@ -209,8 +261,12 @@ def class_maps(
     *,
     style: Style = MODERN,
     convention: str = "authors",
+    method: str = "paper",
 ) -> Figure:
-    """Fig. 5 (Section 4.2): each query's maps summed over the gallery images of its class."""
+    """Fig. 5 (Section 4.2): each query's maps summed over the gallery images of its class
+    (the paper's method: class maps fold the gallery, eq. 4 summed over its images)."""
+    if method != "paper":
+        raise InputError(f"class-map: --method {method}: class maps use the paper's method only")
     images, maps, titles = [], [], []
     fq_all = _features(m, queries)
     for i, q in enumerate(queries):
@@ -237,15 +293,21 @@ def class_maps(
 
 
 def rollout(
-    m: LoadedModel, a: Example, b: Example, *, style: Style = MODERN, convention: str = "authors"
+    m: LoadedModel,
+    a: Example,
+    b: Example,
+    *,
+    style: Style = MODERN,
+    convention: str = "authors",
+    method: str = "paper",
 ) -> Figure:
     """Fig. 8: the output-agnostic rollout maps of A and B beside their paired maps."""
     if not getattr(m.model, "sows_attention", False):
         raise InputError(
             f"rollout: {m.label} is a {type(m.model).__name__}, which has no attention to roll out"
         )
-    f, map_a, map_b, score = _pair_maps(m, a, b, convention)
-    roll = np.asarray(explain.upsample(explain.rollout_map(f), m.image_size))
+    map_a, map_b, score = _pair_maps(m, a, b, convention, method)
+    roll = np.asarray(explain.upsample(explain.rollout_map(_features(m, [a, b])), m.image_size))
     return figures.rollout_figure(
         a.image,
         b.image,
@@ -256,5 +318,5 @@ def rollout(
         score,
         names=(a.name, b.name),
         style=style,
-        source=m.label,
+        source=_source(m, method),
     )
