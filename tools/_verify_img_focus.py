@@ -13,48 +13,15 @@ torch, transformers, onnxruntime, safetensors; timm is optional.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _torchvision_stub  # noqa: E402  (tools/, beside this file)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class _AnyAttr(type):
-    """Classes whose every attribute is its own name (``InterpolationMode.NEAREST``, ...)."""
-
-    def __getattr__(cls, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return name
-
-
-class _Stub(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _AnyAttr(name, (), {"__init__": lambda self, *a, **k: None})
-
-
-class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Stands in for a torchvision that does not match torch (timm imports it, unused here)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname == "torchvision" or fullname.startswith("torchvision."):
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = _Stub(spec.name)
-        module.__path__ = []
-        return module
-
-    def exec_module(self, module):
-        pass
 
 
 def _torchvision_works() -> bool:
@@ -82,7 +49,7 @@ def _import_transformers(torchvision_ok: bool):
 
 def _import_timm(torchvision_ok: bool):
     if not torchvision_ok:
-        sys.meta_path.insert(0, _TorchvisionStub())
+        _torchvision_stub.install()
     try:
         import timm
     except Exception as e:  # noqa: BLE001

@@ -28,16 +28,16 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import importlib.abc
-import importlib.machinery
 import json
 import os
 import sys
 import tempfile
-import types
 from functools import partial
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _torchvision_stub  # noqa: E402  (tools/, beside this file)
 
 SEED = 0
 # ViT: width 32, depth 2, 4 heads, MLP 64, patch 8, 32-px images (a 4x4 grid).
@@ -53,35 +53,6 @@ def _import_transformers():
     from transformers import ViTConfig, ViTModel
 
     return ViTConfig, ViTModel
-
-
-class _AnyMeta(type):
-    def __getattr__(cls, name):
-        return name
-
-
-class _StubModule(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _AnyMeta(name, (), {"__init__": lambda self, *a, **k: None})
-
-
-class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Satisfies timm's torchvision imports (data transforms, unused here)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname == "torchvision" or fullname.startswith("torchvision."):
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = _StubModule(spec.name)
-        module.__path__ = []
-        return module
-
-    def exec_module(self, module):
-        pass
 
 
 def _import_timm():
@@ -414,14 +385,6 @@ def make_resnet(out_dir, refs, torch, resnetv2, GroupNormAct, StdConv2d, save_fi
     refs["resnet/std_eps"] = np.float32(1e-8)
 
 
-def _torchvision_works() -> bool:
-    """Whether torchvision imports (it can be installed for another torch build)."""
-    import subprocess
-
-    probe = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True)
-    return probe.returncode == 0
-
-
 def _finish(out_dir: str, names: list[str], versions: dict) -> None:
     for name in names:
         path = os.path.join(out_dir, name)
@@ -452,9 +415,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    if not _torchvision_works():
+    if not _torchvision_stub.torchvision_works():
         # Before transformers, timm or open_clip import it.
-        sys.meta_path.insert(0, _TorchvisionStub())
+        _torchvision_stub.install()
 
     ViTConfig, ViTModel = _import_transformers()
     import torch
