@@ -30,13 +30,6 @@ def refs():
         return {k: z[k] for k in z.files}
 
 
-def _needs_torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        pytest.skip("reading .pth files needs the optional torch extra (not installed)")
-
-
 def _outputs(model, variables, images):
     (emb, out), state = model.apply(variables, images, mutable=["intermediates"])
     attention = collect_attention(state["intermediates"], model.depth)
@@ -87,8 +80,6 @@ IDS = [c[1] for c in CASES]
 
 @pytest.mark.parametrize("name,file,known,expected", CASES, ids=IDS)
 def test_family_parity(refs, name, file, known, expected):
-    if file.endswith(".pth"):
-        _needs_torch()
     path = os.path.join(FIXTURES, file)
     model = checkpoints.model_from(path, **known)
     assert (model.width, model.depth, model.num_heads, model.patch_size) == (32, 2, 4, (4, 4))
@@ -107,8 +98,6 @@ RESIZED_CASES = [c for c in CASES if c[0] in ("dinov2_hf", "dinov2_reg_hf", "din
 )
 def test_family_parity_at_another_size(refs, name, file, known, expected):
     """8x12 inputs: a 2x3 grid from the 4x4 one, by each family's own resampling."""
-    if file.endswith(".pth"):
-        _needs_torch()
     path = os.path.join(FIXTURES, file)
     model = checkpoints.model_from(path, **known)
     variables = checkpoints.load(path, model, image_size=RESIZED)

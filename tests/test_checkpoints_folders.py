@@ -77,16 +77,9 @@ def test_sharded_folder_reads_like_one_file(tmp_path):
     assert len(checkpoints.describe(folder)["files"]) == 2
 
 
-def test_pytorch_model_bin_folder(tmp_path):
-    try:
-        import torch
-    except ImportError:
-        pytest.skip("pytorch_model.bin needs the optional torch extra (not installed)")
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    shutil.copy(_fixture("clip_hf/config.json"), folder)
-    arrays = _raw(_fixture("clip_hf/model.safetensors"))
-    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, folder / "pytorch_model.bin")
+def test_pytorch_model_bin_folder():
+    """Hugging Face's older weight file (torch.save, read without torch): the same params."""
+    folder = _fixture("clip_hf_bin")  # tools/make_torch_fixtures.py
     assert checkpoints.sniff(folder) == "torch"
     _same_params(folder, _fixture("clip_hf"))
 

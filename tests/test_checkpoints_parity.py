@@ -5,7 +5,7 @@ Face ``ViTModel`` models with random weights, saved the weights in every
 format and their outputs on fixed inputs (``parity_refs.npz``). Here the
 files are loaded by ``pairviz_jax.checkpoints`` and the project's models must
 reproduce the tokens, embedding and attention to 1e-4 (float32). The ``.pth``
-files need the optional torch extra; their tests skip without it.
+files are read without torch (``checkpoints._torch_zip``).
 """
 
 import os
@@ -27,13 +27,6 @@ HEADS = 4  # the fixtures' ViTs; fused torch attention does not tell
 def refs():
     with np.load(os.path.join(FIXTURES, "parity_refs.npz")) as z:
         return {k: z[k] for k in z.files}
-
-
-def _needs_torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        pytest.skip("reading .pth files needs the optional torch extra (not installed)")
 
 
 _apply = jax.jit(lambda model, variables, x: model.apply(variables, x), static_argnums=0)
@@ -139,7 +132,6 @@ def test_wrapped_state_dicts(tmp_path, wrapper):
 
 
 def test_authors_vit_pth(refs):
-    _needs_torch()
     path = os.path.join(FIXTURES, "authors_vit.pth")
     assert checkpoints.sniff(path) == "torch"
     model = checkpoints.model_from(path, num_heads=HEADS)
@@ -154,8 +146,6 @@ RESNET_FILES = ["bit.npz", "timm_resnetv2.safetensors", "authors_resnet.safetens
 
 @pytest.mark.parametrize("file", RESNET_FILES + ["authors_resnet.pth"])
 def test_resnet_parity(refs, file):
-    if file.endswith(".pth"):
-        _needs_torch()
     path = os.path.join(FIXTURES, file)
     model = checkpoints.model_from(path, num_groups=4)
     assert model == ResNet(block_sizes=(2, 1, 1), width=8, num_groups=4, proj_dim=16)

@@ -6,12 +6,13 @@ Three containers are read, each into ``{name: np.ndarray}``:
   ``allow_pickle=False``;
 - ``safetensors``: 8-byte little-endian header length, a JSON header, then a
   raw buffer; parsed here with NumPy alone (no ``torch``, no ``safetensors``);
-- ``torch``: ``torch.save`` files (a zip holding ``data.pkl``, or the legacy
-  pickle stream), read only through ``torch.load(..., weights_only=True)``,
-  which refuses any pickle that would run code. Needs the optional ``torch``
-  extra.
+- ``torch``: ``torch.save`` files. The zip archive of PyTorch >= 1.6 (``data.pkl``
+  + raw storages) is read with NumPy alone by ``_torch_zip``, whose unpickler
+  resolves only the tensor-rebuild globals and refuses every other one; the
+  legacy pickle stream only through ``torch.load(..., weights_only=True)``
+  (the optional ``torch`` extra), which refuses any pickle that would run code.
 
-Nothing here ever unpickles with the standard ``pickle`` module.
+Nothing here ever unpickles with an unrestricted unpickler.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+
+from pairviz_jax.checkpoints import _torch_zip
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -180,16 +183,34 @@ def _st_tensor(path: str, key: str, info: Any, buf: memoryview) -> np.ndarray:
 
 
 def _read_torch(path: str) -> dict[str, np.ndarray]:
+    if zipfile.is_zipfile(path):  # torch.save since PyTorch 1.6: no torch needed
+        try:
+            obj = _torch_zip.read(path)
+        except _torch_zip.TorchZipError as e:
+            raise CheckpointError(
+                f"{path}: refused or unreadable torch.save archive ({e})"
+            ) from None
+    else:
+        obj = _read_legacy_torch(path)
+    flat: dict[str, np.ndarray] = {}
+    _flatten_torch(obj, "", flat)
+    if not flat:
+        raise CheckpointError(f"{path}: the torch file holds no tensors")
+    return flat
+
+
+def _read_legacy_torch(path: str) -> Any:
+    """The pre-1.6 pickle stream, through ``torch.load(weights_only=True)``."""
     try:
         import torch
     except ImportError:
         raise ImportError(
-            f"{path} looks like a PyTorch (pickle) checkpoint; it is read only with "
-            "torch.load(weights_only=True), which needs PyTorch: on a machine without a GPU "
-            "install PyTorch's CPU-only build first (PyTorch's install page, Compute Platform "
-            "CPU), then pip install 'pairviz-jax[torch]' (alone, the extra pulls the CUDA build "
-            "and ~20 GPU packages); or convert the file once elsewhere with "
-            "pairviz_jax.checkpoints.convert_file"
+            f"{path} looks like a legacy PyTorch (pickle) checkpoint (saved before PyTorch "
+            "1.6); it is read only with torch.load(weights_only=True), which needs PyTorch: on "
+            "a machine without a GPU install PyTorch's CPU-only build first (PyTorch's install "
+            "page, Compute Platform CPU), then pip install 'pairviz-jax[torch]' (alone, the "
+            "extra pulls the CUDA build and ~20 GPU packages); or convert the file once "
+            "elsewhere with pairviz_jax.checkpoints.convert_file"
         ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -198,22 +219,26 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
             f"{path}: torch.load(weights_only=True) refused or failed to read the file "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from None
-    flat: dict[str, np.ndarray] = {}
-    _flatten_torch(path, obj, "", flat, torch)
-    if not flat:
-        raise CheckpointError(f"{path}: the torch file holds no tensors")
-    return flat
+    return _numpy_tree(obj, torch)
 
 
-def _flatten_torch(path: str, obj: Any, prefix: str, out: dict, torch: Any) -> None:
+def _numpy_tree(obj: Any, torch: Any) -> Any:
+    """torch tensors in a loaded tree -> NumPy arrays (floating ones as float32)."""
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu()
-        if t.is_floating_point():
-            t = t.float()
-        out[prefix] = t.numpy().copy()
+        return (t.float() if t.is_floating_point() else t).numpy().copy()
+    if isinstance(obj, Mapping):
+        return {k: _numpy_tree(v, torch) for k, v in obj.items()}
+    return obj
+
+
+def _flatten_torch(obj: Any, prefix: str, out: dict) -> None:
+    if isinstance(obj, np.ndarray):
+        floating = np.issubdtype(obj.dtype, np.floating) or obj.dtype == ml_dtypes.bfloat16
+        out[prefix] = obj.astype(np.float32) if floating else obj
     elif isinstance(obj, Mapping):
         for k, v in obj.items():
-            _flatten_torch(path, v, f"{prefix}.{k}" if prefix else str(k), out, torch)
+            _flatten_torch(v, f"{prefix}.{k}" if prefix else str(k), out)
     # Other entries (epoch counters, optimiser settings, strings) carry no weights.
 
 
