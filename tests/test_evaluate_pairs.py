@@ -13,6 +13,7 @@ from pairviz_jax import explain
 from pairviz_jax.data import photos
 from pairviz_jax.models import ViT, decode_variant
 from pairviz_jax.plotting import LoadedModel
+from tests import inputs
 from tests.test_vit_families import FAMILIES, _perturbed
 
 # --------------------------------------------------------------------------- measures by hand
@@ -215,7 +216,7 @@ def test_evaluate_photos_bad_input_is_clear(loaded32):
 @pytest.fixture(scope="module")
 def real_photos():
     if set(photos.names()) - set(photos.available()):
-        pytest.skip("the photos need scikit-image and scikit-learn (the photos extra)")
+        inputs.missing("the photos need scikit-image and scikit-learn (the photos extra)")
 
 
 def test_real_photo_pairs_on_a_tiny_model(real_photos, loaded32):

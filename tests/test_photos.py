@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pairviz_jax.data import photos
+from tests import inputs
 
 SIZES = {
     "astronaut": (512, 512), "coffee": (400, 600), "motorcycle": (500, 741),
@@ -19,7 +20,7 @@ SEEDS = range(12)
 def all_photos():
     missing = sorted(set(photos.names()) - set(photos.available()))
     if missing:
-        pytest.skip(f"photos {missing} need scikit-image / scikit-learn (the photos extra)")
+        inputs.missing(f"photos {missing} need scikit-image / scikit-learn (the photos extra)")
 
 
 def test_names_and_halves():

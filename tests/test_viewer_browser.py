@@ -24,6 +24,7 @@ import pytest
 
 from pairviz_jax import batch, explain
 from pairviz_jax.viewer import explore, report
+from tests import inputs
 from tests.test_viewer import (
     SIZE,
     decode,
@@ -39,10 +40,6 @@ CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
 )
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or DRIVER is None,
-    reason="browser tests need headless Chromium: apt-get install chromium chromium-driver",
-)
 GRID = 8  # mu/4 at 32 px
 CELL = 33  # odd CSS pixels per patch: a pixel's centre is each patch's centre
 DISPLAY = GRID * CELL
@@ -50,6 +47,8 @@ DISPLAY = GRID * CELL
 
 @pytest.fixture(scope="module")
 def driver():
+    if CHROMIUM is None or DRIVER is None:
+        inputs.missing("browser tests need headless Chromium: apt install chromium chromium-driver")
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look anything up
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
