@@ -65,23 +65,29 @@ def _cross(
 ) -> dict[str, np.ndarray]:
     """Every query x gallery pair (the queries themselves when ``gallery`` is None), maps
     upsampled to [Q, G, H, W]: the paper's method through ``explain.cross_maps`` (one
-    forward per image), another method through ``explain_methods.cross_maps`` (one forward
+    forward per image), another method through ``explain.methods.cross_maps`` (one forward
     per image, one backward per pair and direction)."""
     if method == "paper":
         fq = _features(m, queries)
-        fg = fq if gallery is None else _features(m, gallery)
-        out = explain.cross_maps(fq, fg, convention=convention)
-    else:
-        iq = explain_methods.Inputs(m.model, m.variables, _images(m, queries))
-        ig = (
-            iq
-            if gallery is None
-            else explain_methods.Inputs(m.model, m.variables, _images(m, gallery))
-        )
-        try:
-            out = explain_methods.cross_maps(iq, ig, method=method)
-        except ValueError as e:
-            raise InputError(f"--method {method}: {e}") from None
+        return _paper_cross(m, fq, fq if gallery is None else _features(m, gallery), convention)
+    iq = explain_methods.Inputs(m.model, m.variables, _images(m, queries))
+    ig = (
+        iq if gallery is None else explain_methods.Inputs(m.model, m.variables, _images(m, gallery))
+    )
+    try:
+        out = explain_methods.cross_maps(iq, ig, method=method)
+    except ValueError as e:
+        raise InputError(f"--method {method}: {e}") from None
+    return _upsampled(m, out)
+
+
+def _paper_cross(
+    m: LoadedModel, fq: explain.Features, fg: explain.Features, convention: str
+) -> dict[str, np.ndarray]:
+    return _upsampled(m, explain.cross_maps(fq, fg, convention=convention))
+
+
+def _upsampled(m: LoadedModel, out: dict) -> dict[str, np.ndarray]:
     return {
         "maps_q": np.asarray(explain.upsample(out["maps_q"], m.image_size)),
         "maps_g": np.asarray(explain.upsample(out["maps_g"], m.image_size)),
@@ -306,8 +312,13 @@ def rollout(
         raise InputError(
             f"rollout: {m.label} is a {type(m.model).__name__}, which has no attention to roll out"
         )
-    map_a, map_b, score = _pair_maps(m, a, b, convention, method)
-    roll = np.asarray(explain.upsample(explain.rollout_map(_features(m, [a, b])), m.image_size))
+    f = _features(m, [a, b])  # the rollout's forward; the paper's maps reuse it
+    if method == "paper":
+        out = _paper_cross(m, f.slice(0, 1), f.slice(1, 2), convention)
+    else:
+        out = _cross(m, [a], [b], convention, method)
+    map_a, map_b, score = out["maps_q"][0, 0], out["maps_g"][0, 0], float(out["score"][0, 0])
+    roll = np.asarray(explain.upsample(explain.rollout_map(f), m.image_size))
     return figures.rollout_figure(
         a.image,
         b.image,

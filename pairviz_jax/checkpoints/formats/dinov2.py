@@ -60,16 +60,22 @@ def convert(arrays: Arrays) -> Converted:
     }
     params, leftovers = _HUB(arrays)
     split_fused_qkv(params)
-    registers = REG in params
+    return converted("dinov2_hub", params, leftovers, dropped, plain="bicubic_offset")
+
+
+def converted(layout: str, params, leftovers, dropped, *, plain: str) -> Converted:
+    """A DINOv2 checkpoint of either layout: class-token pooling, LayerNorm eps 1e-6, exact
+    GELU, ImageNet statistics; ``plain``: the layout's position-embedding resampling without
+    registers (with registers both families resample antialiased)."""
     return Converted(
         "vit",
-        "dinov2_hub",
+        layout,
         params,
         model_family="dinov2",
         leftovers=leftovers,
         dropped=dropped,
         facts=dict(pool_type="tok", layer_norm_eps=1e-6, mlp_act="gelu", class_token=True),
         posemb_prefix=1,
-        interpolation="bicubic_antialias" if registers else "bicubic_offset",
+        interpolation="bicubic_antialias" if REG in params else plain,
         normalization="imagenet",
     )

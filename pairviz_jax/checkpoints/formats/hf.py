@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from pairviz_jax.checkpoints.formats import dinov2
 from pairviz_jax.checkpoints.formats._common import (
     BLK,
     MHA,
@@ -169,19 +170,7 @@ def convert_dinov2(arrays: Arrays) -> Converted:
         params[key.replace("/gate/", "/Dense_0/")] = np.concatenate(
             [params.pop(key), params.pop(up)], axis=-1
         )
-    registers = REG in params
-    return Converted(
-        "vit",
-        "hf_dinov2",
-        params,
-        model_family="dinov2",
-        leftovers=leftovers,
-        dropped=dropped,
-        facts=dict(pool_type="tok", layer_norm_eps=1e-6, mlp_act="gelu", class_token=True),
-        posemb_prefix=1,
-        interpolation="bicubic_antialias" if registers else "bicubic",
-        normalization="imagenet",
-    )
+    return dinov2.converted("hf_dinov2", params, leftovers, dropped, plain="bicubic")
 
 
 # ------------------------------------------------------------------------------ CLIP, SigLIP
