@@ -191,7 +191,7 @@ def test_explore_a_cnn_has_one_level_c_equal_p():
     assert data["levels"]["patch"]["label"] == "feature-map cells (C = P)"
     corr = decode(data["levels"]["patch"]["corr"])
     assert corr.shape == (16, 16)
-    assert corr.sum() == pytest.approx(data["score"], abs=2e-3 * np.abs(corr).sum())
+    assert corr.sum() == pytest.approx(data["score"], abs=float(2e-3 * np.abs(corr).sum()))
 
 
 def test_explore_command_from_a_run(tmp_path, capsys):
