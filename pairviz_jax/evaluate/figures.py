@@ -18,7 +18,7 @@ _SHORT = {
     "authors": "paper (R γ)",
     "transpose": "paper (Rᵀ γ)",
     "gradxinput": "grad × input",
-    "chefer": "Chefer et al.",
+    "chefer": "Chefer et al. (ICCV 2021)",
     "conservative": "conservative",
     "ig": "int. gradients",
     "rollout": "rollout only",

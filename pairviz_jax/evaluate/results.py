@@ -31,13 +31,13 @@ HIGHER_IS_BETTER = {
 # Maps that do not explain anything: never marked best, the references of the differences.
 BASELINES = ("rollout", "rollout_mean", "gamma", "random")
 LABELS = {
-    "authors": "paired, authors (R @ gamma)",
-    "transpose": "paired, transpose (R^T @ gamma)",
-    "gradxinput": "gradient x input",
-    "chefer": "Chefer et al. (grad-weighted rollout)",
-    "conservative": "conservative (Ali et al.)",
-    "ig": "integrated gradients",
-    "rollout": "rollout (output-agnostic)",
+    "authors": "paired, authors (R @ gamma; Black et al. 2022)",
+    "transpose": "paired, transpose (R^T @ gamma; Black et al. 2022)",
+    "gradxinput": "gradient x input (Shrikumar et al. 2016)",
+    "chefer": "Chefer et al. (grad-weighted rollout, ICCV 2021)",
+    "conservative": "conservative (Ali et al., ICML 2022)",
+    "ig": "integrated gradients (Sundararajan et al. 2017)",
+    "rollout": "rollout (output-agnostic; Abnar & Zuidema 2020)",
     "rollout_mean": "rollout, mean of rows",
     "gamma": "gamma only (no rollout)",
     "random": "random",
