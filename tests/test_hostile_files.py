@@ -110,16 +110,10 @@ def _torch(path, pkl: bytes, storages: dict, **data_pkl) -> None:
 
 
 def _one_tensor(path, **member) -> None:
-    """A valid one-tensor archive whose storage member gets ``member``'s overrides."""
+    """A valid one-tensor archive whose ``data.pkl`` entry gets ``member``'s overrides."""
     data = np.arange(4, dtype=np.float32).tobytes()
     pkl = _pkl(_dict([("w", _tensor(numel=4, size=(4,)))]))
-    _zip(
-        path,
-        [
-            {"name": "a/data.pkl", "data": pkl},
-            {"name": "a/data/0", "data": data, **member},
-        ],
-    )
+    _zip(path, [{"name": "a/data/0", "data": data}, {"name": "a/data.pkl", "data": pkl, **member}])
 
 
 def _safetensors(path, header: bytes, data: bytes = b"") -> None:
@@ -355,7 +349,7 @@ def _damaged(d) -> dict:
         cases[name] = (d / f"{name}.pth", words)
     _one_tensor(d / "magic.pth")
     blob = bytearray((d / "magic.pth").read_bytes())
-    at = blob.index(b"PK\x03\x04", 4)  # the storage's local header
+    at = blob.index(b"PK\x03\x04", 4)  # data.pkl's local header
     blob[at : at + 4] = b"PK\x09\x09"
     (d / "magic.pth").write_bytes(bytes(blob))
     cases["magic"] = (d / "magic.pth", "magic")
