@@ -172,6 +172,16 @@ def _build_memory_attacks(d) -> dict[str, str]:
         ],
     )
 
+    p["lying_size"] = d / "lying_size.pth"  # declares 4 bytes, its stream inflates to 512 MB
+    lie = {**bomb, "size": 4, "crc": zlib.crc32(four)}
+    _zip(
+        p["lying_size"],
+        [
+            {"name": "a/data.pkl", "data": _pkl(_dict([("w", _tensor())]))},
+            {"name": "a/data/0", **lie},
+        ],
+    )
+
     p["zip_overlap"] = d / "zip_overlap.pth"  # 1,000 directory entries, one 1 MB body
     items = [(f"w{i}", _tensor(key=str(i), numel=2**18, size=(2**18,))) for i in range(1000)]
     _zip_overlapping(p["zip_overlap"], _pkl(_dict(items)), bytes(2**20), 1000)
@@ -319,6 +329,11 @@ def test_a_thousand_views_of_one_storage_cost_one_storage(measured):
 )
 def test_a_member_that_inflates_to_gigabytes_is_refused_before_inflating(measured, attack, pattern):
     _refused(measured, attack, pattern)
+
+
+def test_a_member_whose_stream_outruns_its_declared_size_is_read_no_further(measured):
+    r = measured[0]["lying_size"]
+    assert r["ok"] and r["keys"] == 1 and _small(r), r
 
 
 def test_zip_entries_sharing_one_body_are_refused(measured):
