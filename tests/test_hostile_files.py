@@ -21,7 +21,7 @@ import pytest
 
 import pairviz_jax
 from pairviz_jax import runs
-from pairviz_jax.checkpoints import CheckpointError
+from pairviz_jax.checkpoints import CheckpointError, _torch_zip
 from pairviz_jax.checkpoints._io import read_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pairviz_jax.__file__)))
@@ -393,10 +393,14 @@ def _damaged(d) -> dict:
     cases["st_wrap"] = (d / "wrap.safetensors", "bytes for shape")
     _safetensors(d / "nest.safetensors", b"{" + b'"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
     cases["st_nest"] = (d / "nest.safetensors", "corrupt safetensors header")
+    big = {"name": "a/data.pkl", "data": b"\x80\x02" + b"N0" * ((_torch_zip.MAX_PICKLE >> 1) + 1)}
+    _zip(d / "long.pth", [big])  # a valid but endless pickle: 32 MB of None, pop
+    cases["long_pickle"] = (d / "long.pth", "bytes of pickle")
     return cases
 
 
 DAMAGE = [
+    "long_pickle",
     "crc",
     "encrypted",
     "compression",
