@@ -8,9 +8,11 @@ only through :func:`read_member`, which
 
 - checks every declared size against the file before anything is allocated:
   :func:`open_archive` refuses members whose compressed bytes add up to more than the
-  file (overlap) or lie beyond its end; :func:`check_member` refuses encrypted members,
-  compressions other than stored/deflate, and a deflate ratio beyond ``MAX_RATIO``
-  (weights deflate to about 0.9 of their size; a bomb to 1/1000);
+  file (overlap) or lie beyond its end, and members that together inflate to more than
+  ``MAX_RATIO`` times the file (weights deflate to about 0.9 of their size, a bomb to
+  1/1000; one sparse array among real weights stays well within the bound);
+  :func:`check_member` refuses encrypted members and compressions other than
+  stored/deflate;
 - checks the declared size against what the caller expects (``numel x itemsize`` of a
   storage, the header of a ``.npy``) before reading;
 - streams the member in chunks into a buffer of the declared size, so a member whose
@@ -29,8 +31,8 @@ import zlib
 
 import numpy as np
 
-# A deflated member may inflate to at most this many times its compressed size (real
-# weights inflate ~1.1x; a zip bomb ~1000x), and a member this small is never refused.
+# An archive's members may inflate to at most this many times the file's size (real
+# weights inflate ~1.1x; a zip bomb ~1000x), plus this much for tiny archives.
 MAX_RATIO = 32
 _SMALL = 1 << 16
 _CHUNK = 1 << 20
@@ -66,15 +68,22 @@ def open_archive(path: str) -> tuple[zipfile.ZipFile, int]:
         archive = zipfile.ZipFile(path)
     except ZIP_ERRORS as e:
         raise ArchiveError(f"not a readable zip archive ({_why(e)})") from None
-    total = 0
+    total = inflated = 0
     for info in archive.infolist():
         total += info.compress_size
+        inflated += info.file_size
         if info.header_offset + info.compress_size > size or total > size:
             archive.close()
             raise ArchiveError(
                 f"member {info.filename!r:.80} claims bytes beyond the file's {size} (its "
                 "members overlap or lie past the end): not a sound zip archive"
             )
+    if inflated > MAX_RATIO * size + _SMALL:
+        archive.close()
+        raise ArchiveError(
+            f"its members would inflate {size} bytes to {inflated} (more than {MAX_RATIO}x: "
+            "a zip bomb, not weights)"
+        )
     return archive, size
 
 
@@ -89,13 +98,7 @@ def check_member(info: zipfile.ZipInfo) -> None:
                 f"{name} is stored uncompressed but declares {info.file_size} bytes in "
                 f"{info.compress_size}"
             )
-    elif info.compress_type == zipfile.ZIP_DEFLATED:
-        if info.file_size > max(_SMALL, MAX_RATIO * info.compress_size):
-            raise ArchiveError(
-                f"{name} would inflate {info.compress_size} bytes to {info.file_size} "
-                f"(more than {MAX_RATIO}x: a zip bomb, not weights)"
-            )
-    else:
+    elif info.compress_type != zipfile.ZIP_DEFLATED:
         raise ArchiveError(
             f"{name} uses zip compression method {info.compress_type}; only stored and "
             "deflate are read"
