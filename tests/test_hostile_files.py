@@ -401,6 +401,8 @@ def _damaged(d) -> dict:
     big = {"name": "a/data.pkl", "data": b"\x80\x02" + b"N0" * ((_torch_zip.MAX_PICKLE >> 1) + 1)}
     _zip(d / "long.pth", [big])  # a valid but endless pickle: 32 MB of None, pop
     cases["long_pickle"] = (d / "long.pth", "bytes of pickle")
+    _safetensors(d / "huge_header.safetensors", b"{" + b" " * (17 << 20) + b"}")
+    cases["st_header"] = (d / "huge_header.safetensors", "safetensors header of")
     return cases
 
 
@@ -415,6 +417,7 @@ DAMAGE = [
     "loop",
     "st_wrap",
     "st_nest",
+    "st_header",
 ]
 
 

@@ -54,6 +54,9 @@ _ST_DTYPES: dict[str, Any] = {
 _ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 # A header larger than this is not a real one (the format's own limit is 100 MB).
 _ST_MAX_HEADER = 100_000_000
+# ... and one larger than this is not read: parsed, a header takes ~17x its bytes (a
+# 2,000-tensor model's header is ~200 KB).
+_ST_READ_HEADER = 16 << 20
 # A torch file's dicts nest at most this deep (a state dict: 2-4 levels).
 _MAX_DEPTH = 64
 
@@ -200,6 +203,11 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         if not 0 < n <= min(_ST_MAX_HEADER, size - 8):
             raise CheckpointError(
                 f"{path}: truncated safetensors file (header of {n} bytes, file of {size})"
+            )
+        if n > _ST_READ_HEADER:
+            raise CheckpointError(
+                f"{path}: a safetensors header of {n} bytes (at most {_ST_READ_HEADER} are "
+                "read; a real model's takes ~100 bytes per tensor)"
             )
         try:
             header = json.loads(f.read(n).decode("utf-8"))
