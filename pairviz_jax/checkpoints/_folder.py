@@ -4,6 +4,11 @@ A folder holds ``config.json`` and one of ``model.safetensors``,
 ``model.safetensors.index.json`` (shards), ``pytorch_model.bin`` or
 ``pytorch_model.bin.index.json``; ``preprocessor_config.json`` is optional.
 Each weight file's container is still sniffed from its bytes.
+
+Every file read is confined to the folder: a shard index naming ``../x``, an absolute
+path or a symlink that resolves elsewhere is refused before the file is opened (the one
+exception: a Hugging Face cache snapshot, ``<repo>/snapshots/<rev>/``, whose files are
+symlinks into ``<repo>/blobs/``).
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ def _load_json(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             out = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        why = "nested too deep" if isinstance(e, RecursionError) else e
+        raise CheckpointError(f"{path}: unreadable JSON ({why})") from None
     if not isinstance(out, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return out
@@ -53,17 +59,42 @@ def weight_files(folder: str) -> list[str]:
         raise CheckpointError(
             f"{folder}: {CONFIG} but no weights (expected one of {', '.join(WEIGHTS)})"
         )
-    path = os.path.join(folder, name)
+    path = _confined(folder, name, folder)
     if not name.endswith(".index.json"):
         return [path]
     weight_map = _load_json(path).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{path}: no 'weight_map' in the shard index")
-    shards = [os.path.join(folder, s) for s in dict.fromkeys(weight_map.values())]
+    shards = [_confined(folder, s, path) for s in dict.fromkeys(weight_map.values())]
     missing = [os.path.basename(s) for s in shards if not os.path.isfile(s)]
     if missing:
         raise CheckpointError(f"{path}: shards listed but missing: {missing[:4]}")
     return shards
+
+
+def _confined(folder: str, name: Any, where: str) -> str:
+    """``folder/name``, refused unless it names a file inside ``folder``.
+
+    Raises:
+      CheckpointError: ``name`` (from ``where``) is not a relative path without ``..``,
+        or resolves (through symlinks) outside the folder; nothing is opened.
+    """
+    parts = name.replace("\\", "/").split("/") if isinstance(name, str) else []
+    if not parts or os.path.isabs(name) or ".." in parts or "" in parts or "\x00" in name:
+        raise CheckpointError(
+            f"{where}: refused shard name {str(name)[:80]!r}: expected a file name inside "
+            f"{folder} (no '..', no absolute path)"
+        )
+    path = os.path.join(folder, name)
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    roots = [root]
+    if os.path.basename(os.path.dirname(root)) == "snapshots":  # the Hugging Face cache
+        roots.append(os.path.join(os.path.dirname(os.path.dirname(root)), "blobs"))
+    if not any(os.path.commonpath([real, r]) == r for r in roots):
+        raise CheckpointError(
+            f"{where}: refused {name[:80]!r}: a symlink that leads outside {folder}"
+        )
+    return path
 
 
 def sniff_folder(folder: str) -> str:

@@ -199,6 +199,12 @@ def is_model_folder(path: str) -> bool:
     return has("config.json") and any(has(w) for w in _HF_WEIGHTS)
 
 
+def _failure(e: BaseException) -> str:
+    """One line for an error the readers did not expect (a bug or a new kind of damage)."""
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"unreadable weight file ({type(e).__name__}{': ' + first if first else ''})"
+
+
 def load_weights(
     path: str,
     *,
@@ -239,6 +245,12 @@ def load_weights(
         )
     try:
         ckpt = checkpoints.read(path)
+    except ImportError as e:
+        raise InputError(f"{flag} {path}: {one_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - a hostile file raises anything
+        msg = one_line(e) if isinstance(e, ValueError | OSError) else _failure(e)
+        raise InputError(f"{flag} {msg if msg.startswith(path) else f'{path}: {msg}'}") from None
+    try:
         info = checkpoints.describe(ckpt)
         if normalization is None:
             family = info.get("normalization") or {"name": "imagenet"}
