@@ -60,19 +60,32 @@ Modules, one job each: ``pairs`` (which pairs: a pairs file, all pairs, key list
 (``visualize.py batch``).
 """
 
+from pairviz_jax.batch.claims import DEFAULT_LEASE, Worker
 from pairviz_jax.batch.embed import embed_images
 from pairviz_jax.batch.images import ImageLoader
-from pairviz_jax.batch.job import DEFAULT_SHARD_SIZE, run_batch, run_loaded
+from pairviz_jax.batch.job import (
+    DEFAULT_DEVICE_BUDGET,
+    DEFAULT_SHARD_SIZE,
+    BatchOptions,
+    JobConflict,
+    run_batch,
+    run_loaded,
+)
 from pairviz_jax.batch.kernels import top_k_pairs
 from pairviz_jax.batch.pairs import AllPairs, ArrayPairs, image_keys, read_keys, read_pairs_file
 from pairviz_jax.batch.progress import Progress
 from pairviz_jax.batch.store import BatchResults, clean_stale, params_fingerprint
 
 __all__ = [
+    "DEFAULT_DEVICE_BUDGET",
+    "DEFAULT_LEASE",
     "DEFAULT_SHARD_SIZE",
     "AllPairs",
     "ArrayPairs",
+    "BatchOptions",
     "BatchResults",
+    "JobConflict",
+    "Worker",
     "ImageLoader",
     "Progress",
     "clean_stale",
