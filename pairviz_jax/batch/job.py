@@ -399,10 +399,12 @@ class Job:
             if not engine:
                 engine.append(self._engine(plan))
             lo, hi = s * opts.shard_size, min((s + 1) * opts.shard_size, total)
-            written, skipped = shard_io.compute_shard(self, worker, plan, engine[0], s, lo, hi, bar)
+            counts = shard_io.compute_shard(self, worker, plan, engine[0], s, lo, hi, bar)
+            if counts is None:  # another worker committed it first
+                return
             stats["computed_shards"] += 1
-            stats["written_this_run"] += written
-            stats["skipped_this_run"] += skipped
+            stats["written_this_run"] += counts[0]
+            stats["skipped_this_run"] += counts[1]
             if opts.on_shard is not None:
                 opts.on_shard(s)
 
@@ -466,13 +468,24 @@ class Job:
             commit_file(
                 text_tmp(lay.manifest, json.dumps(manifest, indent=1), worker.token), lay.manifest
             )
-            for path in clean_stale(lay.root, worker.dead):
-                logger.info("removed %s (left by a dead worker)", path)
+            self._clean(worker)
 
         run_tasks(
             worker, ["finish"], lambda: {"finish"} if os.path.exists(lay.manifest) else set(), write
         )
         return read_json(lay.manifest)["summary"]
+
+    def _clean(self, worker: Worker) -> None:
+        """Removes dead workers' temporary files, watching their heartbeats for up to 1.5
+        leases (a live worker's are left: it removes its own)."""
+        owners = set()
+        clean_stale(self.layout.root, lambda token: owners.add(token) or False)
+        owners.discard(worker.token)
+        deadline = time.monotonic() + 1.5 * worker.lease
+        while any(worker.alive(t) for t in owners) and time.monotonic() < deadline:
+            time.sleep(min(1.0, worker.lease / 10))
+        for path in clean_stale(self.layout.root, worker.dead):
+            logger.info("removed %s (left by a dead worker)", path)
 
     # ------------------------------------------------------------------ all
 

@@ -22,7 +22,9 @@ from pairviz_jax.data.images import CorruptImageError
 __all__ = ["compute_shard", "read_marker"]
 
 
-def compute_shard(job, worker, plan, engine, s: int, lo: int, hi: int, bar) -> tuple[int, int]:
+def compute_shard(
+    job, worker, plan, engine, s: int, lo: int, hi: int, bar
+) -> tuple[int, int] | None:
     """Computes shard ``s`` (records ``lo..hi-1``) and commits it.
 
     Args:
@@ -34,7 +36,7 @@ def compute_shard(job, worker, plan, engine, s: int, lo: int, hi: int, bar) -> t
       bar: the ``Progress`` line.
 
     Returns:
-      ``(written, skipped)`` pairs (0, 0 if another worker committed it first).
+      ``(written, skipped)`` pairs, or None if another worker committed it first.
     """
     pairs = plan.pairs.take(lo, hi)
     n = len(pairs)
@@ -61,7 +63,7 @@ def compute_shard(job, worker, plan, engine, s: int, lo: int, hi: int, bar) -> t
     return _commit(job, worker, plan, s, lo, hi, pairs, buf)
 
 
-def _commit(job, worker, plan, s, lo, hi, pairs, buf) -> tuple[int, int]:
+def _commit(job, worker, plan, s, lo, hi, pairs, buf) -> tuple[int, int] | None:
     lay = job.layout
     keep = plan.ok[pairs[:, 0]] & plan.ok[pairs[:, 1]]
     tmp = lay.tmp_dir(lay.shard(s), worker.token)
@@ -83,7 +85,7 @@ def _commit(job, worker, plan, s, lo, hi, pairs, buf) -> tuple[int, int]:
         json.dump(marker, f)
     job.check_identity()
     if not commit_dir(tmp, lay.shard(s)):
-        return 0, 0
+        return None
     if job.opts.png_first > lo:
         _pngs(job, plan, lo, pairs, buf, keep)
     return marker["written"], marker["skipped"]
