@@ -335,6 +335,33 @@ def test_top_k_job_equals_brute_force_top_k(tiny, tmp_path, with_gallery):
         np.testing.assert_allclose([r[4] for r in got], c[want], atol=1e-5)
 
 
+def test_gallery_larger_than_the_device_budget_streams_equal_to_resident(
+    tiny, tmp_path, monkeypatch
+):
+    """Top-k with maps over a gallery whose folded images exceed the device budget (1 byte
+    here): the neighbours are found with the gallery streamed in blocks and the maps with W
+    read per chunk of pairs, never more than a chunk's images at once; the records equal
+    the run with every W on the devices. The old code held W of every image on each device."""
+    model, variables, loader = tiny
+    reads = []
+    real = batch.embed.EmbedStore.w
+    monkeypatch.setattr(
+        batch.embed.EmbedStore, "w", lambda self, ids: reads.append(len(ids)) or real(self, ids)
+    )
+    queries = [str(i) for i in range(10)]
+    gallery = [str(i) for i in range(4, 40)]
+    kw = dict(images=queries, gallery=gallery, top_k=3, shard_size=8, embed_chunk=7, progress=False)
+    resident = batch.run_batch(model, variables, loader, str(tmp_path / "r"), **kw)
+    assert not resident["streamed"] and max(reads) == 40  # every image's W at once
+    reads.clear()
+    streamed = batch.run_batch(model, variables, loader, str(tmp_path / "s"), device_budget=1, **kw)
+    assert streamed["streamed"] and streamed["written"] == 30
+    assert max(reads) <= 2 * jax.local_device_count() < 40  # one chunk of pairs' images
+    r, s = batch.BatchResults(str(tmp_path / "r")), batch.BatchResults(str(tmp_path / "s"))
+    np.testing.assert_array_equal(r.pairs(np.arange(30)), s.pairs(np.arange(30)))
+    _assert_same(_all_records(str(tmp_path / "r")), _all_records(str(tmp_path / "s")), atol=1e-3)
+
+
 def test_all_pairs_job(tiny, tmp_path):
     model, variables, loader = tiny
     keys = [str(i) for i in range(12)]
