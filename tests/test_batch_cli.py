@@ -189,3 +189,25 @@ def test_skipped_pairs_fail_the_command_unless_allowed(tiny_model, tmp_path, cap
     assert "--allow-skips" in err[-1]
     assert json.load(open(os.path.join(out, "manifest.json")))["summary"]["skipped"] == 1
     assert visualize.main([*argv, "--allow-skips"]) == 0  # complete: accepted, not redone
+
+
+def test_another_job_on_the_same_out_is_refused_in_one_line(tiny_model, tmp_path, capsys):
+    """A second, different job on a job's --out: exit 1, one line naming the folder and what
+    differs, nothing of the first job touched (the old code mixed the two silently). A bad
+    pairs file fixed and run again is the same directory's first job, not another one."""
+    out = str(tmp_path / "out")
+    argv = ["batch", "--weights", "w.npz", "--all-pairs", "--out", out]
+    assert visualize.main([*argv, "--images", "demo:test:4"]) == 0
+    before = sorted(os.listdir(os.path.join(out, "shards")))
+    capsys.readouterr()
+    assert visualize.main([*argv, "--images", "demo:test:5"]) == 1
+    err = capsys.readouterr().err
+    assert "holds a different job" in err and "images_sha256" in err and err.count("\n") == 1
+    assert sorted(os.listdir(os.path.join(out, "shards"))) == before
+    assert batch.BatchResults(out).written() == 6
+    bad = tmp_path / "pairs.csv"
+    bad.write_text("demo:test:0,demo:test:1\ndemo:test:2\n")
+    argv = ["batch", "--weights", "w.npz", "--pairs", str(bad), "--out", str(tmp_path / "o2")]
+    assert visualize.main(argv) == 1 and "row 2" in capsys.readouterr().err
+    bad.write_text("demo:test:0,demo:test:1\ndemo:test:2,demo:test:3\n")
+    assert visualize.main(argv) == 0

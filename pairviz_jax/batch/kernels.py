@@ -11,7 +11,10 @@ chosen per shard by :class:`Compute`:
   pairs are dense among few images, e.g. 10^6 among 1,000).
 
 Calls are compiled once per process and split over the local devices (a ``Mesh`` with one
-``"data"`` axis; W and u replicated).
+``"data"`` axis; W and u replicated). When W of every image exceeds the job's device
+budget, :class:`StreamCompute` reads each chunk's rows from the job's files instead
+(``gather`` without W on the devices), and :func:`top_k_pairs` streams the gallery in
+blocks with a running best per query: memory is flat in the number of distinct images.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pairviz_jax import explain
 
-__all__ = ["DATA_AXIS", "Compute", "top_k_pairs"]
+__all__ = ["DATA_AXIS", "Compute", "StreamCompute", "top_k_pairs"]
 
 DATA_AXIS = "data"
 
