@@ -39,8 +39,8 @@ __all__ = ["DEFAULT_LEASE", "Worker", "run_tasks"]
 
 logger = logging.getLogger(__name__)
 
-# Seconds without a heartbeat after which a worker's claims are taken over. Preempted
-# machines lose at most this much of their last task's progress time twice over.
+# Seconds without a heartbeat after which a worker's claims are taken over: a dead
+# worker's task waits this long (seen from each other worker's clock) before it is redone.
 DEFAULT_LEASE = 60.0
 
 

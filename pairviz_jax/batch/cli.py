@@ -75,6 +75,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[str]:
+    if args.coordinator or args.num_processes:
+        sys.stderr.write(
+            "note: batch needs no --coordinator/--num-processes: every process is an "
+            "independent worker of the job in --out (no collectives)\n"
+        )
     m = runs.model_from_args(args)
     label = f"{socket.gethostname()}:{os.getpid()}"
     if args.process_id is not None:
