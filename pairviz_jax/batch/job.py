@@ -121,7 +121,7 @@ class Job:
         lay = self.layout
         os.makedirs(lay.root, exist_ok=True)
         job = {"format": FORMAT, "job_id": self.job_id, "fingerprint": self.fingerprint}
-        tmp = text_tmp(lay.job, json.dumps(job, indent=1), self.job_id + os.urandom(4).hex())
+        tmp = text_tmp(lay.job, json.dumps(job, indent=1), os.urandom(6).hex())
         self.created = commit_file(tmp, lay.job)
         if not self.created:
             self.check_identity()
@@ -197,7 +197,12 @@ class Job:
         lay, opts = self.layout, self.opts
         if opts.mode == "pairs":
             tmp = f"{lay.pairs}.tmp-{worker.token}"
-            keys = read_pairs_file(opts.pairs_file, tmp)
+            try:
+                keys = read_pairs_file(opts.pairs_file, tmp)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
             self.check_identity()
             commit_file(tmp, lay.pairs)
         else:
