@@ -137,10 +137,12 @@ def workers(args, tmp: str) -> None:
         base = base or wall
         shards = [r["computed_shards"] for r in results]
         peaks = ", ".join(f"{r['peak_mb']:,.0f}" for r in results)
+        job = max(r["seconds"] for r in results)  # from each worker's run_batch call
         print(
             f"{n} worker{'s' * (n > 1)}: {args.pairs:,} pairs among {args.pair_images:,} images "
             f"in {wall:.1f} s wall ({args.pairs / wall:,.0f} pairs/s, {base / wall:.2f}x one "
-            f"worker); shards per worker {shards}; peak RSS per worker "
+            f"worker; {job:.1f} s in run_batch, after imports and model init); shards per "
+            f"worker {shards}; peak RSS per worker "
             f"{peaks} MB"
         )
 
