@@ -192,9 +192,11 @@ def test_skipped_pairs_fail_the_command_unless_allowed(tiny_model, tmp_path, cap
 
 
 def test_another_job_on_the_same_out_is_refused_in_one_line(tiny_model, tmp_path, capsys):
-    """A second, different job on a job's --out: exit 1, one line naming the folder and what
-    differs, nothing of the first job touched (the old code mixed the two silently). A bad
-    pairs file fixed and run again is the same directory's first job, not another one."""
+    """A second, different job on a finished job's --out: exit 1, one line naming the folder
+    and what differs, nothing of the first job touched (two jobs started together:
+    test_batch.test_two_different_jobs_on_one_directory_one_is_refused). A bad pairs file
+    fixed and run again is the directory's first job, not another one (job.json is now
+    written first: the refusal must not lock a directory out after an input error)."""
     out = str(tmp_path / "out")
     argv = ["batch", "--weights", "w.npz", "--all-pairs", "--out", out]
     assert visualize.main([*argv, "--images", "demo:test:4"]) == 0
