@@ -102,9 +102,7 @@ def test_shard_size_default_is_the_benchmarked_one():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     bench_default = bench.build_parser().get_default("shard_size")
-    import inspect
-
-    lib_default = inspect.signature(batch.run_batch).parameters["shard_size"].default
+    lib_default = batch.BatchOptions().shard_size
     assert cli_default == lib_default == bench_default == batch.DEFAULT_SHARD_SIZE == 65536
 
 
@@ -139,7 +137,7 @@ def test_batch_applies_the_minimum_image_size_of_pair(tiny_model, tmp_path, caps
     (tmp_path / "pairs.csv").write_text("ok.png,tiny.png\nok.png,thin.png\nok.png,ok.png\n")
     out = str(tmp_path / "out")
     argv = ["batch", "--weights", "w.npz", "--pairs", str(tmp_path / "pairs.csv"), "--out", out]
-    assert visualize.main(argv) == 0
+    assert visualize.main([*argv, "--allow-skips"]) == 0
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     assert manifest["summary"]["written"] == 1 and manifest["summary"]["skipped"] == 2
     unreadable = open(os.path.join(out, "unreadable.txt")).read()
@@ -156,12 +154,62 @@ def test_stale_temporary_files_are_removed_on_the_next_run(tiny_model, tmp_path)
     out = tmp_path / "out"
     (out / "shards").mkdir(parents=True)
     stale = [out / "pairs.npy.tmp4242", out / "shards" / "000001.maps_a.npy.tmp77"]
-    stale.append(out / "unreadable.txt.p3")
+    stale += [out / "unreadable.txt.p3", out / "pairs.npy.tmp-0123456789ab"]
     for path in stale:
         path.write_bytes(b"x" * 100)
+    (out / "shards" / ".000002.0123456789ab.tmp").mkdir()  # a dead worker's shard
+    stale.append(out / "shards" / ".000002.0123456789ab.tmp")
     keep = out / "notes.tmp.txt"  # not a temporary name of the job
     keep.write_text("mine")
     argv = ["batch", "--weights", "w.npz", "--images", "demo:test:6", "--all-pairs"]
     assert visualize.main([*argv, "--out", str(out)]) == 0
     assert [p for p in stale if p.exists()] == []
     assert keep.read_text() == "mine"
+
+
+def test_skipped_pairs_fail_the_command_unless_allowed(tiny_model, tmp_path, capsys):
+    """A pairs file with a missing image: the job completes, but the last line says how many
+    pairs were skipped and why (the file, how its path was resolved) and the exit status is
+    1; --allow-skips accepts them (exit 0, the same line as a warning). On the old code:
+    exit 0 and "pairs 100.0%"."""
+    from PIL import Image
+
+    from pairviz_jax.data import demo
+
+    for i in range(2):
+        image = demo.render_example("test", i, image_size=16)["image"]
+        Image.fromarray(image).save(tmp_path / f"im{i}.png")
+    (tmp_path / "pairs.csv").write_text("im0.png,im1.png\nim1.png,gone.png\nim0.png,im0.png\n")
+    out = str(tmp_path / "out")
+    argv = ["batch", "--weights", "w.npz", "--pairs", str(tmp_path / "pairs.csv"), "--out", out]
+    assert visualize.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "1 of 3 pairs skipped: 1 unreadable images" in err[-1]
+    assert str(tmp_path / "gone.png") in err[-1] and "resolved against" in err[-1]
+    assert "--allow-skips" in err[-1]
+    assert json.load(open(os.path.join(out, "manifest.json")))["summary"]["skipped"] == 1
+    assert visualize.main([*argv, "--allow-skips"]) == 0  # complete: accepted, not redone
+
+
+def test_another_job_on_the_same_out_is_refused_in_one_line(tiny_model, tmp_path, capsys):
+    """A second, different job on a finished job's --out: exit 1, one line naming the folder
+    and what differs, nothing of the first job touched (two jobs started together:
+    test_batch.test_two_different_jobs_on_one_directory_one_is_refused). A bad pairs file
+    fixed and run again is the directory's first job, not another one (job.json is now
+    written first: the refusal must not lock a directory out after an input error)."""
+    out = str(tmp_path / "out")
+    argv = ["batch", "--weights", "w.npz", "--all-pairs", "--out", out]
+    assert visualize.main([*argv, "--images", "demo:test:4"]) == 0
+    before = sorted(os.listdir(os.path.join(out, "shards")))
+    capsys.readouterr()
+    assert visualize.main([*argv, "--images", "demo:test:5"]) == 1
+    err = capsys.readouterr().err
+    assert "holds a different job" in err and "images_sha256" in err and err.count("\n") == 1
+    assert sorted(os.listdir(os.path.join(out, "shards"))) == before
+    assert batch.BatchResults(out).written() == 6
+    bad = tmp_path / "pairs.csv"
+    bad.write_text("demo:test:0,demo:test:1\ndemo:test:2\n")
+    argv = ["batch", "--weights", "w.npz", "--pairs", str(bad), "--out", str(tmp_path / "o2")]
+    assert visualize.main(argv) == 1 and "row 2" in capsys.readouterr().err
+    bad.write_text("demo:test:0,demo:test:1\ndemo:test:2,demo:test:3\n")
+    assert visualize.main(argv) == 0

@@ -1,78 +1,107 @@
-"""Paired maps for millions of pairs: streaming, sharded, resumable batch jobs.
+"""Paired maps for millions of pairs: streaming, resumable batch jobs split by independent workers.
 
 A job explains a list of image pairs (a pairs file, every query against its
 top-k neighbours in a gallery, or all pairs of a set). Each distinct image is
 embedded once (``explain.features`` + ``explain.fold``: W [N, E] and u [E]);
 a pair then costs one [N, E] x [E] product per direction, through
-``explain.cross_maps`` in one of two ways, chosen per shard:
+``explain.cross_maps`` in one of three ways, chosen per worker and shard:
 
-* ``gather``: chunks of pairs, ``cross_maps`` on 1 x 1 blocks vmapped over the
-  chunk (cost per pair; any pairs);
 * ``tile``: the shard's pairs grouped by blocks of image A, one ``cross_maps``
   product per block against every image, then the pairs picked out (cost per
-  block; wins when the pairs are dense among few images, e.g. 10^6 among 1,000).
+  block; wins when the pairs are dense among few images, e.g. 10^6 among 1,000);
+* ``gather``: chunks of pairs, ``cross_maps`` on 1 x 1 blocks vmapped over the
+  chunk (cost per pair; any pairs);
+* streamed (when W of every image exceeds ``device_budget``): as ``gather``, with
+  each chunk's W read from the job's files, so device and host memory are bounded
+  by a chunk of pairs, not by the number of distinct images (top-k neighbours stream
+  the gallery in blocks too).
 
-Calls are compiled once and split over the local devices (a ``Mesh`` with one
-``"data"`` axis; W and u replicated). With ``jax.distributed`` the images are
-embedded on the global mesh (every process decodes its slice of each batch)
-and process p computes shards p, p + P, ...; the output directory must be on a
-filesystem all processes share. Results stream to disk shard by shard, so host
-memory does not grow with the number of pairs. It does grow with the number
-of distinct images: W of every image is held on each device (I x N x E
-float32: 16 KB per demo image, 512 KB per ViT-B/16 image at 256 px).
+Calls are compiled once per process and split over its devices (a ``Mesh`` with one
+``"data"`` axis). Any number of processes, on one machine or many sharing the output
+directory, run the same job: each is a *worker* (``claims``) that claims tasks (fold a
+chunk of images, compute a shard, write the manifest) by creating a claim file
+exclusively, keeps its claims alive with a heartbeat, and commits each result once. A
+worker that dies (killed, preempted) loses its claims after ``lease`` seconds and
+another takes them over; workers may join at any time, and each ends when the job is
+complete. There are no collectives: no worker waits for another to be alive.
 
-Output directory (the format; every array is a plain ``.npy`` that
+Output directory (format 2; every array is a plain ``.npy`` that
 ``np.load(path, mmap_mode="r")`` maps without reading)::
 
-    job.json                  what was asked (fingerprint), written once the inputs are ready
+    job.json                  the job's identity: {"format", "job_id", "fingerprint"} (what
+                              was asked), created exclusively first; another job is refused
     images.txt                the distinct images, one key per line; image i = line i
     pairs.npy                 int32 [P, 2]: record r is the pair (image pairs[r, 0], pairs[r, 1])
                               (absent for ``all_pairs``: record r is the r-th pair i < j in
                               row-major order; ``BatchResults.pairs`` computes it)
-    embed/w.npy, unit.npy, ok.npy   the folded images (float32 [I, N, E], [I, E]), readable flags
+    embed/<c>/                images c * embed_chunk ..: w.npy float32 [n, N, E], unit.npy
+                              [n, E], ok.npy bool [n], errors.txt (key <TAB> reason)
     unreadable.txt            key <TAB> reason, one line per image that could not be read
-    shards/<k>.record.npy     int64 [n]: the records of shard k (ascending; pairs with an
+    prepared.json             the inputs are ready (written after embed/ and pairs.npy)
+    shards/<k>/record.npy     int64 [n]: the records of shard k (ascending; pairs with an
                               unreadable image are left out)
-    shards/<k>.maps_a.npy     float16 [n, gh, gw]: image A's token-grid map against B (eq. 6)
-    shards/<k>.maps_b.npy     float16 [n, gh, gw]: image B's map against A
-    shards/<k>.score.npy      float32 [n]: the cosine similarity (the sum of a ``transpose`` map)
-    shards/<k>.json           the commit marker of shard k: {"shard", "start", "stop", "written",
-                              "skipped", "process"}; a shard exists only once its marker does
-    manifest.json             written when every shard is committed: shards, counts, grid
+    shards/<k>/maps_a.npy     float16 [n, gh, gw]: image A's token-grid map against B (eq. 6)
+    shards/<k>/maps_b.npy     float16 [n, gh, gw]: image B's map against A
+    shards/<k>/score.npy      float32 [n]: the cosine similarity (the sum of a ``transpose`` map)
+    shards/<k>/shard.json     {"job_id", "shard", "start", "stop", "written", "skipped",
+                              "worker", "label"}
+    manifest.json             written once, when every shard is committed: job_id, summary
     png/<record>.png          optional figures of the first N records: A, A's map over A,
                               B's map over B, B (``plotting.paper_overlay``, the authors' look)
+    workers/, claims/         the workers' heartbeats and claims (bookkeeping)
 
-Shard k holds records ``[k * shard_size, (k + 1) * shard_size)``. Every file is
-written under a temporary name and renamed into place, the marker last, so a
-job killed at any moment leaves only whole shards; the same command run again
-skips committed shards and recomputes the rest: no pair is lost or written
-twice. A restart whose inputs, model or settings differ from ``job.json`` is
-refused. A job killed while embedding (before ``job.json`` exists) embeds again
-on restart, and the temporary files a kill left are removed. Files are not
-fsync-ed: this survives a killed process, not a lost machine. Images smaller than
-one patch of the model are unreadable (listed, their pairs skipped), as ``pair``
-refuses them.
+Shard k holds records ``[k * shard_size, (k + 1) * shard_size)``. A shard is written in
+its worker's temporary directory (``shards/.<k>.<token>.tmp``) and renamed into place in
+one step, after ``job.json`` is checked to still name the job; a rename onto an existing
+shard fails, so a shard is committed exactly once, whole, and carries its job's id (checked
+again when the manifest is written and when ``BatchResults`` opens it). Files such as
+``pairs.npy`` and ``manifest.json`` are committed once by an exclusive hard link. The same
+command run again (or run by more workers) skips committed tasks and computes the rest: no
+pair is lost or written twice. A job whose inputs, model or settings differ from
+``job.json`` is refused in one line before anything is written. Temporary files carry
+their writer's token and are removed by that writer, or by the finishing worker once the
+writer's heartbeat has stopped. Files are not fsync-ed: this survives killed processes and
+lost machines whose writes reached the shared filesystem. The filesystem must give atomic
+``rename``/``link`` and exclusive create (local disks, NFS; not object-store mounts). Images
+smaller than one patch of the model are unreadable (listed, their pairs skipped), as
+``pair`` refuses them; ``visualize.py batch`` exits 1 when pairs were skipped unless
+``--allow-skips``.
 
 Modules, one job each: ``pairs`` (which pairs: a pairs file, all pairs, key lists),
 ``images`` (``ImageLoader``), ``kernels`` (the compiled top-k and pair kernels),
-``embed`` (each image folded once), ``store`` (the output directory, atomic commits,
-``BatchResults``), ``progress``, ``job`` (``run_batch``, ``run_loaded``) and ``cli``
+``method_kernels`` (gradient methods), ``embed`` (images folded a chunk at a time, read
+back per chunk of pairs), ``claims`` (workers, heartbeats, claims), ``store`` (the output
+directory, commits, ``BatchResults``), ``shards`` (one shard computed and committed),
+``progress``, ``job`` (the phases, ``run_batch``, ``run_loaded``) and ``cli``
 (``visualize.py batch``).
 """
 
+from pairviz_jax.batch.claims import DEFAULT_LEASE, Worker
 from pairviz_jax.batch.embed import embed_images
 from pairviz_jax.batch.images import ImageLoader
-from pairviz_jax.batch.job import DEFAULT_SHARD_SIZE, run_batch, run_loaded
+from pairviz_jax.batch.job import (
+    DEFAULT_DEVICE_BUDGET,
+    DEFAULT_SHARD_SIZE,
+    BatchOptions,
+    JobConflict,
+    run_batch,
+    run_loaded,
+)
 from pairviz_jax.batch.kernels import top_k_pairs
 from pairviz_jax.batch.pairs import AllPairs, ArrayPairs, image_keys, read_keys, read_pairs_file
 from pairviz_jax.batch.progress import Progress
 from pairviz_jax.batch.store import BatchResults, clean_stale, params_fingerprint
 
 __all__ = [
+    "DEFAULT_DEVICE_BUDGET",
+    "DEFAULT_LEASE",
     "DEFAULT_SHARD_SIZE",
     "AllPairs",
     "ArrayPairs",
+    "BatchOptions",
     "BatchResults",
+    "JobConflict",
+    "Worker",
     "ImageLoader",
     "Progress",
     "clean_stale",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import sys
 
 from pairviz_jax import runs
-from pairviz_jax.batch.job import DEFAULT_SHARD_SIZE, run_loaded
+from pairviz_jax.batch.claims import DEFAULT_LEASE
+from pairviz_jax.batch.job import DEFAULT_DEVICE_BUDGET, DEFAULT_SHARD_SIZE, run_loaded
 
 __all__ = ["add_arguments", "run"]
 
@@ -20,7 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, help="each of --images against its k nearest neighbours")
     p.add_argument("--gallery", help="neighbours for --top-k come from here (default: --images)")
     p.add_argument("--all-pairs", action="store_true", help="every pair of --images")
-    p.add_argument("--out", required=True, help="output folder; the same command again resumes")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder; the same command again resumes, and several at once (on "
+        "machines sharing it) split the work",
+    )
     p.add_argument("--root", help="folder relative image paths start from (default: the list's)")
     p.add_argument(
         "--convention",
@@ -39,17 +47,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--png", type=int, default=0, help="also draw the first N pairs as PNGs")
     p.add_argument("--data-dir", help="TFDS data directory of prepared datasets")
-    p.add_argument("--coordinator", help="host:port of process 0 (multi-host)")
-    p.add_argument("--num-processes", type=int, help="processes (multi-host)")
-    p.add_argument("--process-id", type=int, help="this process (multi-host)")
+    p.add_argument(
+        "--allow-skips",
+        action="store_true",
+        help="exit 0 although pairs were skipped (unreadable images; else exit 1)",
+    )
+    p.add_argument(
+        "--device-budget-mb",
+        type=float,
+        default=DEFAULT_DEVICE_BUDGET / 2**20,
+        help="MB of folded images kept on the devices; a larger gallery streams from --out",
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=DEFAULT_LEASE,
+        help="seconds without a heartbeat before a dead worker's shard is taken over",
+    )
+    p.add_argument(
+        "--coordinator",
+        help="accepted for older scripts: every process is an independent worker (no "
+        "collectives); start the same command anywhere the --out folder is shared",
+    )
+    p.add_argument("--num-processes", type=int, help="as --coordinator (ignored)")
+    p.add_argument("--process-id", type=int, help="names this worker in its shards")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    runs.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    if args.coordinator or args.num_processes:
+        sys.stderr.write(
+            "note: batch needs no --coordinator/--num-processes: every process is an "
+            "independent worker of the job in --out (no collectives)\n"
+        )
     m = runs.model_from_args(args)
+    label = f"{socket.gethostname()}:{os.getpid()}"
+    if args.process_id is not None:
+        label += f":process {args.process_id}"
     try:
-        run_loaded(
+        summary = run_loaded(
             m,
             args.out,
             pairs_file=args.pairs,
@@ -63,7 +99,31 @@ def run(args: argparse.Namespace) -> list[str]:
             method=args.method,
             shard_size=args.shard_size,
             png_first=args.png,
+            device_budget=int(args.device_budget_mb * 2**20),
+            lease=args.lease,
+            worker_label=label,
         )
     except (ValueError, FileNotFoundError) as e:
         raise runs.InputError(str(e)) from None
+    if summary["skipped"]:
+        line = skipped_line(args.out, summary)
+        if not args.allow_skips:
+            raise runs.InputError(f"{line}; --allow-skips accepts them")
+        sys.stderr.write(f"warning: {line} (accepted: --allow-skips)\n")
     return [os.path.join(args.out, "manifest.json")]
+
+
+def skipped_line(out: str, summary: dict) -> str:
+    """How many pairs were skipped and why, with the first unreadable image's reason."""
+    path = os.path.join(out, "unreadable.txt")
+    first = ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline().strip().replace("\t", ": ", 1)
+    except OSError:
+        pass
+    line = (
+        f"{summary['skipped']:,} of {summary['pairs']:,} pairs skipped: "
+        f"{summary['unreadable']:,} unreadable images listed in {path}"
+    )
+    return f"{line} (first: {first})" if first else line

@@ -1,12 +1,20 @@
-"""Embedding and folding every distinct image of a job once, on the global mesh."""
+"""Embedding and folding the images of a job, a chunk at a time, and reading them back.
+
+The images are split into chunks of ``embed_chunk`` (a task each, claimed by any worker):
+:class:`Embedder` folds one chunk on this process's devices (``explain.features`` +
+``explain.fold``: W [N, E] and u [E] per image) and the job commits it as the directory
+``embed/<c>/`` (``w.npy``, ``unit.npy``, ``ok.npy``, ``errors.txt``). :class:`EmbedStore`
+reads any images' rows back from those files with memory maps opened per call, so no
+process ever holds W of every image: host and device memory are bounded by a chunk of
+pairs, not by the number of distinct images.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 import math
-import sys
-import time
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,21 +26,9 @@ from pairviz_jax import explain
 from pairviz_jax.batch.kernels import DATA_AXIS
 from pairviz_jax.data.images import CorruptImageError
 
-__all__ = ["barrier", "embed_images"]
+__all__ = ["EmbedStore", "Embedder", "embed_images"]
 
 logger = logging.getLogger(__name__)
-
-
-def barrier(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
-def _replicate(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
 @functools.lru_cache(maxsize=16)
@@ -47,101 +43,141 @@ def _embed_fn(model, convention: str, start_layer: int):
     return jax.jit(fn)
 
 
-def embed_images(
-    model,
-    variables,
-    loader: Callable[[str], np.ndarray],
-    keys: Sequence[str],
-    *,
-    convention: str = "authors",
-    start_layer: int = 0,
-    batch_size: int = 64,
-    num_threads: int = 8,
-    progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """Embeds and folds every image once, on the global mesh (all devices, all processes).
-
-    Each global batch is split over the processes (process p decodes its
-    consecutive slice), run sharded over every device, and gathered back to
-    every process.
+class Embedder:
+    """Folds lists of images on a mesh of this process's devices.
 
     Args:
-      model, variables: a mean-pooled ViT and its variables.
-      loader: key -> normalised float32 [H, W, 3]; raises ``CorruptImageError``.
-      keys: the I distinct images.
+      model, variables: a ViT (any pooling) and its variables.
+      loader: key -> normalised float32 [H, W, 3]; raises ``CorruptImageError``. Its
+        ``image_size`` (if any) shapes the zeros of a chunk with no readable image.
+      mesh: the devices (a ``"data"`` axis); default this process's.
       convention, start_layer: as ``explain.fold``.
-      batch_size: images per global batch (rounded up to a multiple of the devices).
-      num_threads: decoding threads per process.
-      progress: print a line per batch to stderr (process 0).
-
-    Returns:
-      ``(w float32 [I, N, E], unit float32 [I, E], ok bool [I], errors)`` with
-      ``errors`` the (key, reason) of this process's unreadable images.
+      batch_size: images per forward (rounded up to a multiple of the devices).
+      num_threads: decoding threads.
     """
-    mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
-    nproc, pid = jax.process_count(), jax.process_index()
-    d = mesh.devices.size
-    batch_size = max(d, math.ceil(batch_size / d) * d)
-    local = batch_size // nproc
-    shard = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    rep = NamedSharding(mesh, PartitionSpec())
-    variables = jax.tree.map(lambda x: _replicate(x, rep), variables)
-    fn = _embed_fn(model, convention, start_layer)
-    n = len(keys)
-    w = unit = None
-    ok = np.zeros(n, bool)
-    errors: list[tuple[str, str]] = []
-    example_shape = None
-    t0 = time.perf_counter()
 
-    def load(key):
+    def __init__(
+        self,
+        model,
+        variables,
+        loader: Callable[[str], np.ndarray],
+        *,
+        mesh: Mesh | None = None,
+        convention: str = "authors",
+        start_layer: int = 0,
+        batch_size: int = 64,
+        num_threads: int = 8,
+    ):
+        self.mesh = mesh or Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
+        d = self.mesh.devices.size
+        self.batch = max(d, math.ceil(batch_size / d) * d)
+        self.split = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
+        self.variables = jax.device_put(variables, NamedSharding(self.mesh, PartitionSpec()))
+        self.fn = _embed_fn(model, convention, start_layer)
+        self.loader, self.threads = loader, max(1, num_threads)
+        size = getattr(loader, "image_size", None)
+        self.shape = None if size is None else (*size, 3)
+
+    def _load(self, key: str):
         try:
-            return loader(key), None
+            return self.loader(key), None
         except CorruptImageError as e:
             return None, str(e)
 
-    from jax.experimental import multihost_utils
+    def __call__(self, keys: Sequence[str]):
+        """Folds ``keys``.
 
-    with ThreadPoolExecutor(max(1, num_threads)) as pool:
-        for s in range(0, n, batch_size):
-            mine = range(s + pid * local, min(s + (pid + 1) * local, n))
-            loaded = list(pool.map(load, [keys[i] for i in mine]))
-            for x, _ in loaded:
-                if x is not None and example_shape is None:
-                    example_shape = x.shape
-            if example_shape is None:  # nothing readable yet in this process: probe
-                for key in keys:
-                    x, _ = load(key)
-                    if x is not None:
-                        example_shape = x.shape
-                        break
-                else:
-                    raise ValueError("no image of the job could be read")
-            images = np.zeros((local, *example_shape), np.float32)
-            good = np.zeros(local, bool)
-            for j, ((x, err), i) in enumerate(zip(loaded, mine, strict=True)):
-                if x is None:
-                    errors.append((keys[i], err))
-                    logger.warning("skipping unreadable image %s: %s", keys[i], err)
-                elif x.shape != example_shape:
-                    msg = f"shape {x.shape} differs from {example_shape}"
-                    errors.append((keys[i], msg))
-                else:
-                    images[j], good[j] = x, True
-            g_images = jax.make_array_from_process_local_data(shard, images)
-            g_good = jax.make_array_from_process_local_data(shard, good)
-            out = fn(variables, g_images)
-            if nproc > 1:
-                bw, bu, bok = multihost_utils.process_allgather((*out, g_good), tiled=True)
-            else:
-                bw, bu, bok = jax.device_get((*out, g_good))
-            if w is None:
-                w = np.zeros((n, *bw.shape[1:]), np.float32)
-                unit = np.zeros((n, bu.shape[1]), np.float32)
-            e = min(s + batch_size, n)
-            # Global batch order: process 0's slice, then process 1's, ...
-            w[s:e], unit[s:e], ok[s:e] = bw[: e - s], bu[: e - s], bok[: e - s]
-            if progress and pid == 0:
-                rate = e / (time.perf_counter() - t0)
-                sys.stderr.write(f"embedded {e:,}/{n:,} images ({rate:,.1f} images/s)\n")
-    return w, unit, ok, errors
+        Returns:
+          ``(w float32 [n, N, E], unit float32 [n, E], ok bool [n], errors)`` with
+          ``errors`` the (key, reason) of the unreadable images (their rows are zeros).
+        """
+        n = len(keys)
+        w = unit = None
+        ok = np.zeros(n, bool)
+        errors: list[tuple[str, str]] = []
+        with ThreadPoolExecutor(self.threads) as pool:
+            for s in range(0, n, self.batch):
+                e = min(s + self.batch, n)
+                loaded = list(pool.map(self._load, keys[s:e]))
+                shape = self.shape or next((x.shape for x, _ in loaded if x is not None), None)
+                if shape is None:
+                    raise ValueError(f"no image of {keys[s]}..{keys[e - 1]} could be read")
+                images = np.zeros((self.batch, *shape), np.float32)
+                for j, (x, err) in enumerate(loaded):
+                    if x is None:
+                        errors.append((keys[s + j], err))
+                        logger.warning("skipping unreadable image %s: %s", keys[s + j], err)
+                    elif x.shape != tuple(shape):
+                        errors.append((keys[s + j], f"shape {x.shape} differs from {shape}"))
+                    else:
+                        images[j], ok[s + j] = x, True
+                bw, bu = jax.device_get(self.fn(self.variables, jax.device_put(images, self.split)))
+                if w is None:
+                    w = np.zeros((n, *bw.shape[1:]), np.float32)
+                    unit = np.zeros((n, bu.shape[1]), np.float32)
+                w[s:e], unit[s:e] = bw[: e - s], bu[: e - s]
+        return w, unit, ok, errors
+
+
+def embed_images(model, variables, loader, keys: Sequence[str], **kw):
+    """Folds ``keys`` on this process's devices (``Embedder``; kwargs go to it).
+
+    Returns:
+      ``(w float32 [I, N, E], unit float32 [I, E], ok bool [I], errors)``.
+    """
+    kw.pop("progress", None)
+    return Embedder(model, variables, loader, **kw)(keys)
+
+
+class EmbedStore:
+    """The folded images of a job, read from its committed chunks ``embed/<c>/``.
+
+    Args:
+      chunk_dir: c -> the directory of chunk c.
+      num_images: I.
+      chunk: images per chunk (image i is row ``i % chunk`` of chunk ``i // chunk``).
+
+    Attributes:
+      ok: bool [I], the readable images (small: read once).
+      token_shape: (N, E) of one W.
+    """
+
+    def __init__(self, chunk_dir: Callable[[int], str], num_images: int, chunk: int):
+        self.chunk_dir, self.n, self.chunk = chunk_dir, int(num_images), int(chunk)
+        self.num_chunks = math.ceil(self.n / self.chunk)
+        self.ok = np.concatenate(
+            [np.load(os.path.join(chunk_dir(c), "ok.npy")) for c in range(self.num_chunks)]
+        )
+        w0 = np.load(os.path.join(chunk_dir(0), "w.npy"), mmap_mode="r")
+        self.token_shape = tuple(w0.shape[1:])
+
+    @property
+    def w_bytes(self) -> int:
+        """Bytes of W of every image (float32)."""
+        return self.n * math.prod(self.token_shape) * 4
+
+    def _read(self, what: str, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        c = ids // self.chunk
+        out = None
+        for chunk in np.unique(c):
+            rows = np.flatnonzero(c == chunk)
+            m = np.load(os.path.join(self.chunk_dir(int(chunk)), f"{what}.npy"), mmap_mode="r")
+            part = np.asarray(m[ids[rows] - chunk * self.chunk])  # a copy; the map is dropped
+            if out is None:
+                out = np.empty((len(ids), *part.shape[1:]), part.dtype)
+            out[rows] = part
+            del m
+        return out
+
+    def w(self, ids: np.ndarray) -> np.ndarray:
+        """W of images ``ids``, float32 [n, N, E]."""
+        return self._read("w", ids)
+
+    def unit(self, ids: np.ndarray) -> np.ndarray:
+        """u of images ``ids``, float32 [n, E]."""
+        return self._read("unit", ids)
+
+    def unit_range(self, lo: int, hi: int) -> np.ndarray:
+        """u of images ``lo..hi-1``, float32 [hi - lo, E]."""
+        return self.unit(np.arange(lo, hi))

@@ -115,6 +115,16 @@ class ImageLoader:
         except InputError as e:
             raise CorruptImageError(str(e)) from None
 
+    def _how(self, key: str) -> str:
+        """How a path key was resolved (for the message of a missing image)."""
+        if os.path.isabs(key):
+            return ""
+        where = os.path.abspath(self.root) if self.root is not None else os.getcwd()
+        return (
+            f"; the key {key!r} is relative, resolved against {where} (--root; by default "
+            "the folder of the pairs or images file)"
+        )
+
     def uint8(self, key: str) -> np.ndarray:
         """The resized image, uint8 [H, W, 3].
 
@@ -128,7 +138,9 @@ class ImageLoader:
                 with open(path, "rb") as f:
                     data = f.read()
             except OSError as e:
-                raise CorruptImageError(f"{path}: cannot read ({e})") from e
+                raise CorruptImageError(
+                    f"{path}: cannot read ({e.strerror or e}){self._how(key)}"
+                ) from e
             image = decode_image(data, min_size=self.image_size, where=path)
             self._check_size(image, path)
         else:

@@ -1,8 +1,23 @@
-"""The batch job: read the inputs, embed each image once, compute and commit the shards.
+"""The batch job in phases: open (validate, identity, resume), prepare, compute shards, finish.
 
-:func:`run_batch` is the library call (a model, a loader, the pairs), :func:`run_loaded` the
-command line's (a ``runs.LoadedModel`` and file or dataset specs). The output format and
-the resume rules are in the package docstring (``pairviz_jax.batch``).
+:func:`run_batch` is the library call (a model, a loader, :class:`BatchOptions`),
+:func:`run_loaded` the command line's (a ``runs.LoadedModel`` and file or dataset specs).
+Every process that runs the same job on the same output directory is a *worker*
+(``claims.Worker``): the tasks of each phase are claimed, computed and committed once by
+whichever worker gets them, so workers may start, die and restart at any time. The output
+format and the resume rules are in the package docstring (``pairviz_jax.batch``).
+
+Phases (:class:`Job`):
+
+1. :meth:`Job.open`: the options are checked and fingerprinted; ``job.json`` (the job's
+   identity) is created exclusively, or, if there, must name this job: a different job on
+   the directory is refused before anything is written.
+2. :meth:`Job.prepare`: task ``keys`` (the pairs file parsed, the distinct images listed),
+   tasks ``embed-<c>`` (a chunk of images folded each), task ``index`` (the unreadable
+   images listed, top-k neighbours found); ``prepared.json`` marks the end.
+3. :meth:`Job.compute`: tasks ``shard-<k>``, each committed as ``shards/<k>/``.
+4. :meth:`Job.finish`: task ``finish`` checks every shard's identity and writes
+   ``manifest.json``; dead workers' temporary files are removed.
 """
 
 from __future__ import annotations
@@ -15,382 +30,403 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from pairviz_jax import explain
-from pairviz_jax.batch.embed import barrier, embed_images
+from pairviz_jax.batch import shards as shard_io
+from pairviz_jax.batch.claims import Worker, run_tasks
+from pairviz_jax.batch.embed import Embedder, EmbedStore
 from pairviz_jax.batch.images import ImageLoader
-from pairviz_jax.batch.kernels import DATA_AXIS, Compute, top_k_pairs
+from pairviz_jax.batch.kernels import DATA_AXIS, Compute, StreamCompute, top_k_pairs
 from pairviz_jax.batch.method_kernels import MethodCompute
+from pairviz_jax.batch.options import (
+    DEFAULT_DEVICE_BUDGET,
+    DEFAULT_SHARD_SIZE,
+    BatchOptions,
+    fingerprint,
+)
 from pairviz_jax.batch.pairs import AllPairs, ArrayPairs, image_keys, read_keys, read_pairs_file
 from pairviz_jax.batch.progress import Progress
 from pairviz_jax.batch.store import (
+    FORMAT,
     Layout,
-    atomic_save,
-    atomic_text,
     clean_stale,
-    commit_shard,
-    params_fingerprint,
+    commit_dir,
+    commit_file,
     read_json,
-    sha256_file,
-    shard_name,
+    save_tmp,
+    text_tmp,
 )
-from pairviz_jax.data.images import CorruptImageError
-from pairviz_jax.explain import methods as explain_methods
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SHARD_SIZE", "run_batch", "run_loaded"]
+__all__ = [
+    "DEFAULT_DEVICE_BUDGET",
+    "DEFAULT_SHARD_SIZE",
+    "BatchOptions",
+    "Job",
+    "JobConflict",
+    "run_batch",
+    "run_loaded",
+]
 
-# Records per shard file. 65,536: the README's measured figures (10^6 pairs among 1,000
-# images) come from this size; a shard must hold enough pairs per block of A images for
-# the "tile" kernel to pay (see kernels.Compute), 16,384 took the same job 1.8x longer.
-DEFAULT_SHARD_SIZE = 65536
+
+class JobConflict(ValueError):
+    """The output directory holds another job (refused before anything is written)."""
 
 
 @dataclasses.dataclass
 class _Plan:
+    """What the prepare phase made: the images, the pairs, the folded images."""
+
     keys: list[str]
     pairs: ArrayPairs | AllPairs
-    w: np.ndarray
-    unit: np.ndarray
-    ok: np.ndarray
+    store: EmbedStore
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.store.ok
 
 
-def _prepare(
-    layout: Layout,
-    fingerprint: dict,
-    mode: str,
-    model,
-    variables,
-    loader,
-    *,
-    pairs_file: str | None,
-    images: Sequence[str] | None,
-    gallery: Sequence[str] | None,
-    k: int | None,
-    convention: str,
-    start_layer: int,
-    embed_batch: int,
-    progress: bool,
-) -> _Plan:
-    """Reads the inputs, embeds the images, lists the pairs; or loads all of it on resume."""
-    pid = jax.process_index()
-    if pid == 0:  # what a killed run left half-written; nobody else writes before a barrier
-        for path in clean_stale(layout.root):
-            logger.info("removed %s (left by a killed run)", path)
-    job = read_json(layout.job)
-    if job is not None:
-        if job["fingerprint"] != fingerprint:
-            diff = sorted(
-                key
-                for key in set(job["fingerprint"]) | set(fingerprint)
-                if job["fingerprint"].get(key) != fingerprint.get(key)
-            )
-            raise ValueError(
-                f"{layout.root} holds a different job (differs in {diff}); resume with the same "
-                "command, or write to a new output directory"
-            )
-        barrier("pairviz_batch_resumed")
-        keys = read_keys(layout.images)
-        pairs = AllPairs(len(keys)) if mode == "all" else ArrayPairs(np.load(layout.pairs, "r"))
-        w = np.load(os.path.join(layout.embed, "w.npy"), mmap_mode="r")
-        unit = np.load(os.path.join(layout.embed, "unit.npy"))
-        ok = np.load(os.path.join(layout.embed, "ok.npy"))
-        return _Plan(keys, pairs, np.asarray(w), unit, ok)
-
-    for d in (layout.root, layout.shards, layout.embed):
-        os.makedirs(d, exist_ok=True)
-    if mode == "pairs":
-        if pid == 0:
-            keys = read_pairs_file(pairs_file, layout.pairs)
-            atomic_text(layout.images, "".join(f"{key}\n" for key in keys))
-        barrier("pairviz_batch_pairs_read")
-        keys = read_keys(layout.images)
-    else:
-        keys = list(dict.fromkeys([*images, *(gallery or [])]))
-        for key in keys:
-            if "\n" in key or not key.strip() or key != key.strip():
-                raise ValueError(f"image key {key!r} is empty or has surrounding whitespace")
-        if pid == 0:
-            atomic_text(layout.images, "".join(f"{key}\n" for key in keys))
-
-    w, unit, ok, errors = embed_images(
-        model,
-        variables,
-        loader,
-        keys,
-        convention=convention,
-        start_layer=start_layer,
-        batch_size=embed_batch,
-        progress=progress,
-    )
-    if errors:
-        with open(f"{layout.unreadable}.p{pid}", "w", encoding="utf-8") as f:
-            f.writelines(f"{key}\t{reason}\n" for key, reason in errors)
-    barrier("pairviz_batch_embedded")
-    if pid == 0:
-        lines = []
-        for p in range(jax.process_count()):
-            part = f"{layout.unreadable}.p{p}"
-            if os.path.exists(part):
-                with open(part, encoding="utf-8") as f:
-                    lines.extend(f.readlines())
-                os.remove(part)
-        atomic_text(layout.unreadable, "".join(lines))
-        atomic_save(os.path.join(layout.embed, "w.npy"), w)
-        atomic_save(os.path.join(layout.embed, "unit.npy"), unit)
-        atomic_save(os.path.join(layout.embed, "ok.npy"), ok)
-        if mode == "topk":
-            index = {key: i for i, key in enumerate(keys)}
-            qi = np.asarray([index[key] for key in images], np.int64)
-            gi = np.asarray([index[key] for key in (gallery or images)], np.int64)
-            kk = min(k, len(gi) - (0 if gallery else 1))
-            if kk < 1:
-                raise ValueError(f"the gallery has {len(gi)} images: too few for top-k")
-            nn_ = top_k_pairs(unit[qi], unit[gi], kk, q_ids=qi, g_ids=gi, g_ok=ok[gi])
-            pairs = np.stack([np.repeat(qi, kk), gi[nn_.reshape(-1)]], axis=1).astype(np.int32)
-            atomic_save(layout.pairs, pairs)
-        atomic_text(layout.job, json.dumps({"fingerprint": fingerprint}, indent=1))
-    barrier("pairviz_batch_prepared")
-    pairs = AllPairs(len(keys)) if mode == "all" else ArrayPairs(np.load(layout.pairs, "r"))
-    return _Plan(keys, pairs, w, unit, ok)
-
-
-def run_batch(
-    model,
-    variables,
-    loader: ImageLoader,
-    out_dir: str,
-    *,
-    pairs_file: str | None = None,
-    images: Sequence[str] | None = None,
-    gallery: Sequence[str] | None = None,
-    top_k: int | None = None,
-    all_pairs: bool = False,
-    convention: str = "authors",
-    start_layer: int = 0,
-    method: str = "paper",
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    chunk_size: int | None = None,
-    strategy: str = "auto",
-    embed_batch: int = 64,
-    png_first: int = 0,
-    model_id: str = "",
-    progress: bool = True,
-    on_shard: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Paired maps for many pairs, streamed to ``out_dir`` (format: module docstring).
-
-    One of three inputs:
-
-    * ``pairs_file``: a CSV/TSV of two image keys per line (``read_pairs_file``);
-    * ``images`` + ``top_k``: each image against its k most similar images of
-      ``gallery`` (default: of ``images``, itself excluded);
-    * ``images`` + ``all_pairs``: every unordered pair i < j.
-
-    Run the same call again after a crash or kill to resume. With several
-    processes (``jax.distributed.initialize`` first) every process makes the
-    same call with the same ``out_dir`` on a shared filesystem.
+class Job:
+    """One worker's run of a batch job (phases: module docstring).
 
     Args:
       model, variables: a model of any pooling and its variables.
       loader: key -> normalised image (``ImageLoader``).
       out_dir: the output directory (created).
-      pairs_file, images, gallery, top_k, all_pairs: the input (above).
-      convention: ``"authors"`` or ``"transpose"`` (eq. 6, see ``explain.redistribute``).
-      start_layer: first block of the rollout.
-      method: ``"paper"`` (the default: one fold per image, a small product per pair) or
-        another ``explain.methods`` name (one backward pass per pair and direction,
-        ``method_kernels``; ``convention`` and ``start_layer`` are the paper's).
-      shard_size: records per shard file.
-      chunk_size: pairs per compiled call (a multiple of the local devices that
-        divides ``shard_size``; default from the size of W, ~64 MB of gathers).
-      strategy: ``"gather"``, ``"tile"`` or ``"auto"`` (per shard; see ``kernels.Compute``).
-      embed_batch: images per forward batch (global).
-      png_first: also write PNG figures of records ``< png_first``.
-      model_id: a name for the model (a checkpoint path) recorded in ``job.json``;
-        the parameters themselves are fingerprinted.
-      progress: print progress to stderr (process 0).
-      on_shard: called with the shard index after each shard is committed.
-
-    Returns:
-      A summary dict: ``pairs``, ``written``, ``skipped``, ``shards``, ``images``,
-      ``unreadable``, and for this run ``computed_shards``, ``seconds``,
-      ``prepare_seconds`` (reading the inputs, decoding and embedding the images; the
-      rest is the pairs) and ``pairs_per_s`` (in the pairs phase, compilation included).
+      opts: ``BatchOptions``.
     """
-    t_start = time.perf_counter()
-    modes = [pairs_file is not None, top_k is not None, bool(all_pairs)]
-    if sum(modes) != 1:
-        raise ValueError("give exactly one of pairs_file, images with top_k, images with all_pairs")
-    mode = ("pairs", "topk", "all")[modes.index(True)]
-    if mode != "pairs" and not images:
-        raise ValueError(f"{mode} needs a non-empty list of images")
-    if gallery is not None and mode != "topk":
-        raise ValueError("gallery only goes with top_k")
-    if convention not in explain.CONVENTIONS:
-        raise ValueError(f"convention must be one of {explain.CONVENTIONS}, got {convention!r}")
-    if method != "paper":
-        explain_methods.get(method)  # ValueError naming the known methods
-        if convention != "authors" or start_layer:
-            raise ValueError(f"convention and start_layer are the paper's, not {method!r}'s")
-    if strategy not in ("auto", "gather", "tile"):
-        raise ValueError(f"strategy must be auto, gather or tile, got {strategy!r}")
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be positive, got {shard_size}")
-    layout = Layout(out_dir)
-    fingerprint = {
-        "mode": mode,
-        "pairs_file_sha256": sha256_file(pairs_file) if pairs_file else None,
-        "images_sha256": hashlib.sha256("\n".join(images or []).encode()).hexdigest(),
-        "gallery_sha256": (
-            hashlib.sha256("\n".join(gallery).encode()).hexdigest() if gallery else None
-        ),
-        "top_k": top_k,
-        "convention": convention,
-        "start_layer": start_layer,
-        "shard_size": shard_size,
-        "loader": loader.fingerprint() if hasattr(loader, "fingerprint") else repr(loader),
-        "model": repr(model),
-        "model_id": model_id,
-        "params_sha256": params_fingerprint(variables),
-    }
-    if method != "paper":  # absent for the paper's: jobs written before keep resuming
-        fingerprint["method"] = method
-    fingerprint = json.loads(json.dumps(fingerprint))  # compared with what job.json holds
-    manifest = read_json(layout.manifest)
-    if manifest is not None and manifest.get("fingerprint") == fingerprint:
-        if progress and jax.process_index() == 0:
-            sys.stderr.write(f"{layout.root}: already complete\n")
-        return {**manifest["summary"], "computed_shards": 0, "seconds": 0.0, "pairs_per_s": 0.0}
 
-    plan = _prepare(
-        layout,
-        fingerprint,
-        mode,
-        model,
-        variables,
-        loader,
-        pairs_file=pairs_file,
-        images=images,
-        gallery=gallery,
-        k=top_k,
-        convention=convention,
-        start_layer=start_layer,
-        embed_batch=embed_batch,
-        progress=progress,
-    )
-    prepare_seconds = time.perf_counter() - t_start
-    total = len(plan.pairs)
-    num_shards = math.ceil(total / shard_size)
-    nproc, pid = jax.process_count(), jax.process_index()
+    def __init__(self, model, variables, loader, out_dir: str, opts: BatchOptions):
+        opts.check()
+        self.model, self.variables, self.loader, self.opts = model, variables, loader, opts
+        self.layout = Layout(out_dir)
+        self.fingerprint = fingerprint(opts, model, variables, loader)
+        blob = json.dumps(self.fingerprint, sort_keys=True).encode()
+        self.job_id = hashlib.sha256(blob).hexdigest()[:16]
+        self.stderr = sys.stderr if opts.progress else None
 
-    # Pairs on this process's devices: W and u replicated, chunks of pairs split.
-    mesh = Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
-    d = mesh.devices.size
-    n_tok, emb = plan.w.shape[1], plan.w.shape[2]
-    if chunk_size is None:
-        chunk_size = max(d, min(shard_size, (64 << 20) // (2 * 4 * n_tok * emb)))
-    chunk_size = max(d, math.ceil(min(chunk_size, shard_size) / d) * d)
-    grid = _grid(model, loader, n_tok)
-    if method == "paper":
-        compute = Compute(plan.w, plan.unit, grid, mesh, chunk_size, strategy)
-    else:
-        compute = MethodCompute(model, variables, loader, plan.keys, plan.ok, method)
+    # ------------------------------------------------------------------ 1. open
 
-    mine = [s for s in range(pid, num_shards, nproc) if not layout.done(s)]
-    share = sum(min(shard_size, total - s * shard_size) for s in range(pid, num_shards, nproc))
-    remaining = sum(min(shard_size, total - s * shard_size) for s in mine)
-    bar = Progress(share, share - remaining, sys.stderr if progress and pid == 0 else None)
+    def open(self) -> dict | None:
+        """Claims the directory for this job or joins it; the manifest if already complete.
 
-    def calls() -> Iterator[tuple[int, np.ndarray, np.ndarray, Any, bool]]:
-        for s in mine:
-            lo, hi = s * shard_size, min((s + 1) * shard_size, total)
-            pairs = plan.pairs.take(lo, hi)
-            stream = compute.calls(pairs)
-            item = next(stream)
-            for following in stream:
-                yield s, pairs, *item, False
-                item = following
-            yield s, pairs, *item, True
+        Raises:
+          JobConflict: the directory holds another job (which fingerprint keys differ).
+        """
+        lay = self.layout
+        os.makedirs(lay.root, exist_ok=True)
+        job = {"format": FORMAT, "job_id": self.job_id, "fingerprint": self.fingerprint}
+        tmp = text_tmp(lay.job, json.dumps(job, indent=1), os.urandom(6).hex())
+        self.created = commit_file(tmp, lay.job)
+        if not self.created:
+            self.check_identity()
+        for d in (lay.shards, lay.embed):
+            os.makedirs(d, exist_ok=True)
+        manifest = read_json(lay.manifest)
+        return manifest if manifest is not None and manifest.get("job_id") == self.job_id else None
 
-    written = skipped = computed = 0
-    buf: dict[str, np.ndarray] = {}
-    stream = calls()
-    pending = next(stream, None)
-    while pending is not None:
-        s, pairs, pos, out, last = pending
-        pending = next(stream, None)  # dispatch the next call before waiting on this one
-        maps_a, maps_b, score = jax.device_get(out)
-        maps_a = maps_a.reshape(len(pos), *grid)
-        maps_b = maps_b.reshape(len(pos), *grid)
-        score = score.reshape(len(pos))
-        if not buf:
-            n = len(pairs)
-            buf = {
-                "maps_a": np.empty((n, *maps_a.shape[1:]), np.float16),
-                "maps_b": np.empty((n, *maps_b.shape[1:]), np.float16),
-                "score": np.empty(n, np.float32),
-                "pairs": pairs,
-            }
-        valid = pos >= 0
-        where = pos[valid]
-        buf["maps_a"][where], buf["maps_b"][where] = maps_a[valid], maps_b[valid]
-        buf["score"][where] = score[valid]
-        bar.update(int(valid.sum()))
-        if last:
-            lo = s * shard_size
-            w_, s_ = _commit(layout, s, lo, lo + len(pairs), buf, plan, png_first, loader)
-            written, skipped, computed = written + w_, skipped + s_, computed + 1
-            buf = {}
-            if on_shard is not None:
-                on_shard(s)
-    bar.close()
-    barrier("pairviz_batch_done")
-    seconds = time.perf_counter() - t_start
-    summary = {
-        "pairs": total,
-        "shards": num_shards,
-        "images": len(plan.keys),
-        "unreadable": int((~plan.ok).sum()),
-        "grid": list(grid),
-    }
-    if pid == 0:
-        missing = [s for s in range(num_shards) if not layout.done(s)]
-        if missing:
-            raise RuntimeError(f"shards {missing[:10]} of {layout.root} are not committed")
-        markers = [read_json(layout.shard(s, "json")) for s in range(num_shards)]
-        summary["written"] = sum(m["written"] for m in markers)
-        summary["skipped"] = sum(m["skipped"] for m in markers)
-        atomic_text(
-            layout.manifest,
-            json.dumps(
-                {
-                    "fingerprint": fingerprint,
-                    "summary": summary,
-                    "shards": [shard_name(s) for s in range(num_shards)],
-                },
-                indent=1,
-            ),
+    def check_identity(self) -> None:
+        """Raises ``JobConflict`` unless ``job.json`` names this job (before every commit)."""
+        theirs = read_json(self.layout.job) or {}
+        if theirs.get("job_id") == self.job_id:
+            return
+        fp = theirs.get("fingerprint", {})
+        diff = sorted(
+            k for k in set(fp) | set(self.fingerprint) if fp.get(k) != self.fingerprint.get(k)
         )
-    barrier("pairviz_batch_manifest")
-    summary = read_json(layout.manifest)["summary"]
-    done_here = bar.done - bar.start_done
-    return {
-        **summary,
-        "computed_shards": computed,
-        "seconds": seconds,
-        "prepare_seconds": prepare_seconds,
-        "pairs_per_s": done_here / max(time.perf_counter() - bar.t0, 1e-9),
-        "written_this_run": written,
-        "skipped_this_run": skipped,
-    }
+        raise JobConflict(
+            f"{self.layout.root} holds a different job ({theirs.get('job_id', 'no job id')}, "
+            f"differs in {diff}); resume it with its own command, or give another --out"
+        )
+
+    # ------------------------------------------------------------------ 2. prepare
+
+    def prepare(self, worker: Worker) -> _Plan:
+        """Parses the inputs, folds every image (a chunk per task), lists the pairs."""
+        lay, opts = self.layout, self.opts
+        if not os.path.exists(lay.prepared):
+            run_tasks(
+                worker,
+                ["keys"],
+                lambda: {"keys"} if os.path.exists(lay.images) else set(),
+                lambda _: self._keys(worker),
+            )
+        keys = read_keys(lay.images)
+        n_chunks = math.ceil(len(keys) / opts.embed_chunk)
+        if not os.path.exists(lay.prepared):
+            tasks = [f"embed-{c:06d}" for c in range(n_chunks)]
+            done = lambda: {f"embed-{c:06d}" for c in lay.done_chunks()}  # noqa: E731
+            embedder = []
+
+            def embed(task: str) -> None:
+                if not embedder:
+                    embedder.append(
+                        Embedder(
+                            self.model,
+                            self.variables,
+                            self.loader,
+                            convention=opts.convention,
+                            start_layer=opts.start_layer,
+                            batch_size=opts.embed_batch,
+                        )
+                    )
+                self._embed_chunk(worker, embedder[0], keys, int(task[6:]))
+
+            run_tasks(worker, tasks, done, embed)
+        store = EmbedStore(lay.chunk, len(keys), opts.embed_chunk)
+        if not os.path.exists(lay.prepared):
+            run_tasks(
+                worker,
+                ["index"],
+                lambda: {"index"} if os.path.exists(lay.prepared) else set(),
+                lambda _: self._index(worker, keys, store),
+            )
+        if opts.mode == "all":
+            pairs: ArrayPairs | AllPairs = AllPairs(len(keys))
+        else:
+            pairs = ArrayPairs(np.load(lay.pairs, mmap_mode="r"))
+        return _Plan(keys, pairs, store)
+
+    def _keys(self, worker: Worker) -> None:
+        """Task ``keys``: ``pairs.npy`` (a pairs file) and ``images.txt``, committed once."""
+        lay, opts = self.layout, self.opts
+        if opts.mode == "pairs":
+            tmp = f"{lay.pairs}.tmp-{worker.token}"
+            try:
+                keys = read_pairs_file(opts.pairs_file, tmp)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+            self.check_identity()
+            commit_file(tmp, lay.pairs)
+        else:
+            keys = list(dict.fromkeys([*opts.images, *(opts.gallery or [])]))
+        tmp = text_tmp(lay.images, "".join(f"{key}\n" for key in keys), worker.token)
+        self.check_identity()
+        commit_file(tmp, lay.images)
+
+    def _embed_chunk(self, worker: Worker, embedder: Embedder, keys: list[str], c: int) -> None:
+        """Task ``embed-<c>``: images ``c * embed_chunk ..`` folded into ``embed/<c>/``."""
+        lay, size = self.layout, self.opts.embed_chunk
+        part = keys[c * size : (c + 1) * size]
+        t = time.perf_counter()
+        w, unit, ok, errors = embedder(part)
+        tmp = lay.tmp_dir(lay.chunk(c), worker.token)
+        os.makedirs(tmp, exist_ok=True)
+        for name, x in (("w", w), ("unit", unit), ("ok", ok)):
+            np.save(os.path.join(tmp, f"{name}.npy"), x)
+        with open(os.path.join(tmp, "errors.txt"), "w", encoding="utf-8") as f:
+            f.writelines(f"{key}\t{reason}\n" for key, reason in errors)
+        self.check_identity()
+        commit_dir(tmp, lay.chunk(c))
+        if self.stderr is not None:
+            rate = len(part) / max(time.perf_counter() - t, 1e-9)
+            self.stderr.write(
+                f"embedded images {c * size:,}..{c * size + len(part) - 1:,} of {len(keys):,} "
+                f"({rate:,.1f} images/s)\n"
+            )
+
+    def _index(self, worker: Worker, keys: list[str], store: EmbedStore) -> None:
+        """Task ``index``: ``unreadable.txt``, the top-k pairs, then ``prepared.json``."""
+        lay, opts = self.layout, self.opts
+        lines = []
+        for c in range(store.num_chunks):
+            with open(lay.chunk(c, "errors.txt"), encoding="utf-8") as f:
+                lines.extend(f.readlines())
+        if not store.ok.any():
+            raise ValueError("no image of the job could be read (see the warnings above)")
+        if opts.mode == "topk":
+            index = {key: i for i, key in enumerate(keys)}
+            qi = np.asarray([index[key] for key in opts.images], np.int64)
+            gi = np.asarray([index[key] for key in (opts.gallery or opts.images)], np.int64)
+            k = min(opts.top_k, len(gi) - (0 if opts.gallery else 1))
+            if k < 1:
+                raise ValueError(f"the gallery has {len(gi)} images: too few for top-k")
+            nn = top_k_pairs(
+                _Rows(store, qi),
+                _Rows(store, gi),
+                k,
+                q_ids=qi,
+                g_ids=gi,
+                g_ok=store.ok[gi],
+                g_block=max(k, opts.device_budget // (4 * store.unit(gi[:1]).shape[1] * 4)),
+            )
+            pairs = np.stack([np.repeat(qi, k), gi[nn.reshape(-1)]], axis=1).astype(np.int32)
+            self.check_identity()
+            commit_file(save_tmp(lay.pairs, pairs, worker.token), lay.pairs)
+        self.check_identity()
+        commit_file(text_tmp(lay.unreadable, "".join(lines), worker.token), lay.unreadable)
+        info = {"job_id": self.job_id, "images": len(keys), "unreadable": len(lines)}
+        commit_file(text_tmp(lay.prepared, json.dumps(info), worker.token), lay.prepared)
+
+    # ------------------------------------------------------------------ 3. compute
+
+    def compute(self, worker: Worker, plan: _Plan) -> dict[str, Any]:
+        """Claims and computes shards until every one is committed (by anyone)."""
+        lay, opts = self.layout, self.opts
+        total = len(plan.pairs)
+        num_shards = math.ceil(total / opts.shard_size)
+        size = lambda s: min(opts.shard_size, total - s * opts.shard_size)  # noqa: E731
+        already = sum(size(s) for s in lay.done_shards() if s < num_shards)
+        bar = Progress(total, already, self.stderr)
+        stats = {"computed_shards": 0, "written_this_run": 0, "skipped_this_run": 0}
+        engine: list[Any] = []
+
+        def shard(task: str) -> None:
+            s = int(task[6:])
+            if not engine:
+                engine.append(self._engine(plan))
+            lo, hi = s * opts.shard_size, min((s + 1) * opts.shard_size, total)
+            counts = shard_io.compute_shard(self, worker, plan, engine[0], s, lo, hi, bar)
+            if counts is None:  # another worker committed it first
+                return
+            stats["computed_shards"] += 1
+            stats["written_this_run"] += counts[0]
+            stats["skipped_this_run"] += counts[1]
+            if opts.on_shard is not None:
+                opts.on_shard(s)
+
+        tasks = [f"shard-{s:06d}" for s in range(num_shards)]
+        t0 = time.perf_counter()
+        run_tasks(worker, tasks, lambda: {f"shard-{s:06d}" for s in lay.done_shards()}, shard)
+        bar.close()
+        stats["pairs_per_s"] = (bar.done - bar.start_done) / max(time.perf_counter() - t0, 1e-9)
+        stats["streamed"] = bool(engine) and isinstance(engine[0], StreamCompute)
+        return stats
+
+    def _engine(self, plan: _Plan):
+        """The compiled computation of this worker: W on the devices, streamed, or a method."""
+        opts = self.opts
+        mesh = Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
+        d = mesh.devices.size
+        grid = _grid(self.model, self.loader, plan.store.token_shape[0])
+        if opts.method != "paper":
+            return MethodCompute(
+                self.model, self.variables, self.loader, plan.keys, plan.ok, opts.method, mesh=mesh
+            )
+        n_tok, emb = plan.store.token_shape
+        per_pair = 2 * 4 * n_tok * emb
+        resident = plan.store.w_bytes <= opts.device_budget
+        cap = (64 << 20) if resident else min(64 << 20, opts.device_budget // 2)
+        chunk = opts.chunk_size or max(d, cap // per_pair)
+        chunk = max(d, math.ceil(min(chunk, opts.shard_size) / d) * d)
+        if not resident:
+            return StreamCompute(plan.store, grid, mesh, chunk)
+        everything = np.arange(len(plan.keys))
+        return Compute(
+            plan.store.w(everything), plan.store.unit(everything), grid, mesh, chunk, opts.strategy
+        )
+
+    # ------------------------------------------------------------------ 4. finish
+
+    def finish(self, worker: Worker, plan: _Plan) -> dict[str, Any]:
+        """Task ``finish``: every shard's identity checked, ``manifest.json`` written once."""
+        lay = self.layout
+        num_shards = math.ceil(len(plan.pairs) / self.opts.shard_size)
+
+        def write(_: str) -> None:
+            markers = [shard_io.read_marker(self, s) for s in range(num_shards)]
+            summary = {
+                "pairs": len(plan.pairs),
+                "shards": num_shards,
+                "images": len(plan.keys),
+                "unreadable": int((~plan.ok).sum()),
+                "grid": list(_grid(self.model, self.loader, plan.store.token_shape[0])),
+                "written": sum(m["written"] for m in markers),
+                "skipped": sum(m["skipped"] for m in markers),
+            }
+            manifest = {
+                "format": FORMAT,
+                "job_id": self.job_id,
+                "fingerprint": self.fingerprint,
+                "summary": summary,
+                "shards": [f"shards/{s:06d}" for s in range(num_shards)],
+            }
+            self.check_identity()
+            commit_file(
+                text_tmp(lay.manifest, json.dumps(manifest, indent=1), worker.token), lay.manifest
+            )
+            self._clean(worker)
+
+        run_tasks(
+            worker, ["finish"], lambda: {"finish"} if os.path.exists(lay.manifest) else set(), write
+        )
+        return read_json(lay.manifest)["summary"]
+
+    def _clean(self, worker: Worker) -> None:
+        """Removes dead workers' temporary files, watching their heartbeats for up to 1.5
+        leases (a live worker's are left: it removes its own)."""
+        owners = set()
+        clean_stale(self.layout.root, lambda token: owners.add(token) or False)
+        owners.discard(worker.token)
+        deadline = time.monotonic() + 1.5 * worker.lease
+        while any(worker.alive(t) for t in owners) and time.monotonic() < deadline:
+            time.sleep(min(1.0, worker.lease / 10))
+        for path in clean_stale(self.layout.root, worker.dead):
+            logger.info("removed %s (left by a dead worker)", path)
+
+    # ------------------------------------------------------------------ all
+
+    def run(self) -> dict[str, Any]:
+        """The phases in order; returns the summary (``run_batch``)."""
+        t_start = time.perf_counter()
+        manifest = self.open()
+        if manifest is not None:
+            if self.stderr is not None:
+                self.stderr.write(f"{self.layout.root}: already complete\n")
+            return {
+                **manifest["summary"],
+                "computed_shards": 0,
+                "seconds": 0.0,
+                "pairs_per_s": 0.0,
+                "streamed": False,
+            }
+        with Worker(self.layout.root, self.opts.lease, self.opts.worker_label) as worker:
+            try:
+                plan = self.prepare(worker)
+            except ValueError:
+                # Bad inputs before anything was made: free the directory for the fixed job.
+                if self.created and not os.path.exists(self.layout.images):
+                    os.remove(self.layout.job)
+                raise
+            prepare_seconds = time.perf_counter() - t_start
+            stats = self.compute(worker, plan)
+            summary = self.finish(worker, plan)
+        if self.stderr is not None:
+            self.stderr.write(_final_line(self.layout, summary) + "\n")
+        return {
+            **summary,
+            **stats,
+            "seconds": time.perf_counter() - t_start,
+            "prepare_seconds": prepare_seconds,
+        }
+
+
+class _Rows:
+    """Unit embeddings of images ``ids`` read from the job's files by slices (top-k)."""
+
+    def __init__(self, store: EmbedStore, ids: np.ndarray):
+        self.store, self.ids = store, ids
+        self.shape = (len(ids), store.unit(ids[:1]).shape[1])
+
+    def __getitem__(self, where: slice) -> np.ndarray:
+        return self.store.unit(self.ids[where])
+
+
+def _final_line(layout: Layout, summary: dict) -> str:
+    line = f"{layout.root}: {summary['written']:,} of {summary['pairs']:,} pairs written"
+    if summary["skipped"]:
+        line += (
+            f", {summary['skipped']:,} skipped ({summary['unreadable']:,} unreadable images, "
+            f"listed in {layout.unreadable})"
+        )
+    return line
 
 
 def _grid(model, loader, n_tok: int) -> tuple[int, int]:
@@ -405,40 +441,34 @@ def _grid(model, loader, n_tok: int) -> tuple[int, int]:
     return k, k
 
 
-def _commit(
-    layout: Layout, s: int, lo: int, hi: int, buf: dict, plan: _Plan, png_first: int, loader
-) -> tuple[int, int]:
-    """Writes shard s (records lo..hi-1), drawing the records below ``png_first``."""
+def run_batch(
+    model, variables, loader, out_dir: str, options: BatchOptions | None = None, **kw
+) -> dict[str, Any]:
+    """Paired maps for many pairs, streamed to ``out_dir`` (format: package docstring).
 
-    def png(record: int, j: int) -> None:
-        if record >= png_first:
-            return
-        a, b = buf["pairs"][j]
-        try:
-            img_a, img_b = loader.uint8(plan.keys[a]), loader.uint8(plan.keys[b])
-        except (CorruptImageError, AttributeError):
-            return
-        os.makedirs(layout.png, exist_ok=True)
-        _png(
-            os.path.join(layout.png, f"{record:09d}.png"),
-            img_a,
-            img_b,
-            buf["maps_a"][j],
-            buf["maps_b"][j],
-        )
+    Run the same call again after a crash or kill to resume, or in several processes at
+    once (on one machine or many sharing ``out_dir``) to split the work: each is a
+    worker that claims tasks (``claims``), and the job ends when every shard is in.
 
-    return commit_shard(layout, s, lo, hi, buf, plan.ok, png if png_first > lo else None)
+    Args:
+      model, variables: a model of any pooling and its variables.
+      loader: key -> normalised image (``ImageLoader``).
+      out_dir: the output directory (created).
+      options: ``BatchOptions``; keyword arguments override its fields.
 
+    Returns:
+      A summary dict: ``pairs``, ``written``, ``skipped``, ``shards``, ``images``,
+      ``unreadable``, ``grid``, and for this worker's run ``computed_shards``,
+      ``written_this_run``, ``skipped_this_run``, ``seconds``, ``prepare_seconds``
+      (inputs and embedding), ``pairs_per_s`` (its pairs phase) and ``streamed``
+      (W read from disk per chunk: a gallery over ``device_budget``).
 
-def _png(path: str, image_a, image_b, map_a, map_b) -> None:
-    """A row of four: A, A's map over A, B's map over B, B (the authors' renderer)."""
-    from PIL import Image
-
-    from pairviz_jax.plotting.paper import paper_overlay
-
-    over_a = paper_overlay(image_a, np.asarray(map_a, np.float32))
-    over_b = paper_overlay(image_b, np.asarray(map_b, np.float32))
-    Image.fromarray(np.concatenate([image_a, over_a, over_b, image_b], axis=1)).save(path)
+    Raises:
+      JobConflict: ``out_dir`` holds another job.
+      ValueError: bad options or inputs (one line).
+    """
+    opts = dataclasses.replace(options or BatchOptions(), **kw)
+    return Job(model, variables, loader, out_dir, opts).run()
 
 
 def run_loaded(
@@ -462,12 +492,11 @@ def run_loaded(
       pairs_file: a pairs file, or None.
       images: with ``top_k``/``all_pairs``: a file of keys or ``DATASET:SPLIT[:N]``.
       gallery: with ``top_k``: the same kinds of spec (default ``images``).
-      top_k, all_pairs: as ``run_batch``.
+      top_k, all_pairs: as ``BatchOptions``.
       root: directory relative image paths are resolved against (default: the
         pairs or images file's directory).
       data_dir: TFDS data directory of prepared datasets.
-      **kw: further ``run_batch`` arguments (``convention``, ``method``, ``shard_size``,
-        ``png_first``).
+      **kw: further ``BatchOptions`` fields (``convention``, ``method``, ``shard_size``, ...).
 
     Returns:
       ``run_batch``'s summary.

@@ -11,7 +11,10 @@ chosen per shard by :class:`Compute`:
   pairs are dense among few images, e.g. 10^6 among 1,000).
 
 Calls are compiled once per process and split over the local devices (a ``Mesh`` with one
-``"data"`` axis; W and u replicated).
+``"data"`` axis; W and u replicated). When W of every image exceeds the job's device
+budget, :class:`StreamCompute` reads each chunk's rows from the job's files instead
+(``gather`` without W on the devices), and :func:`top_k_pairs` streams the gallery in
+blocks with a running best per query: memory is flat in the number of distinct images.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pairviz_jax import explain
 
-__all__ = ["DATA_AXIS", "Compute", "top_k_pairs"]
+__all__ = ["DATA_AXIS", "Compute", "StreamCompute", "top_k_pairs"]
 
 DATA_AXIS = "data"
 
@@ -36,15 +39,25 @@ def _block_top_k(q: jax.Array, g: jax.Array, q_ids: jax.Array, g_ids: jax.Array,
     scores = jnp.einsum("qe,ge->qg", q, g, precision=jax.lax.Precision.HIGHEST)
     scores = jnp.where(q_ids[:, None] == g_ids[None, :], -jnp.inf, scores)  # never itself
     scores = jnp.where(g_ok[None, :], scores, -jnp.inf)
-    return jax.lax.top_k(scores, k)[1]
+    return jax.lax.top_k(scores, k)
+
+
+def _merge_top_k(q, g, q_ids, g_ids, g_ok, best_s, best_i, offset, k: int):
+    """The running best of a query block merged with one gallery block's (ties: earlier first)."""
+    s, i = _block_top_k(q, g, q_ids, g_ids, g_ok, min(k, g.shape[0]))
+    s = jnp.concatenate([best_s, s], axis=1)
+    i = jnp.concatenate([best_i, i + offset], axis=1)
+    top_s, where = jax.lax.top_k(s, k)
+    return top_s, jnp.take_along_axis(i, where, axis=1)
 
 
 _TOP_K = jax.jit(_block_top_k, static_argnums=5)
+_MERGE = jax.jit(_merge_top_k, static_argnums=8)
 
 
 def top_k_pairs(
-    unit_q: np.ndarray,
-    unit_g: np.ndarray,
+    unit_q,
+    unit_g,
     k: int,
     *,
     q_ids: np.ndarray | None = None,
@@ -52,15 +65,18 @@ def top_k_pairs(
     g_ok: np.ndarray | None = None,
     mesh: Mesh | None = None,
     block: int | None = None,
+    g_block: int | None = None,
 ) -> np.ndarray:
     """Each query's k most similar gallery images, computed blockwise on the devices.
 
-    Blocks of queries are split over the mesh's ``data`` axis; the gallery is
-    replicated. A block's similarity matrix is at most ~64 MB.
+    Blocks of queries are split over the mesh's ``data`` axis; the gallery streams
+    through in blocks of ``g_block`` images, each query keeping its running best k, so
+    device memory is flat in the gallery size (a block's similarities are ~64 MB).
 
     Args:
-      unit_q: unit embeddings of the queries, [Q, E].
-      unit_g: unit embeddings of the gallery, [G, E].
+      unit_q: unit embeddings of the queries, [Q, E]: an array, or anything with
+        ``shape`` and slicing (``job`` reads them from disk block by block).
+      unit_g: unit embeddings of the gallery, [G, E] (the same kinds).
       k: neighbours per query (at most G, or G - 1 when queries are in the gallery).
       q_ids: image ids [Q] of the queries; a gallery image with the same id is
         never a neighbour (the query itself). Default: no exclusion.
@@ -68,6 +84,7 @@ def top_k_pairs(
       g_ok: bool [G]; False excludes an image (unreadable).
       mesh: the devices (default all local devices).
       block: queries per block (a multiple of the devices; default by memory).
+      g_block: gallery images per block (default: ~64 MB of similarities per block).
 
     Returns:
       int32 [Q, k]: gallery indices, most similar first.
@@ -81,14 +98,17 @@ def top_k_pairs(
     g_ok = np.ones(ng, bool) if g_ok is None else np.asarray(g_ok, bool)
     mesh = mesh or Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
     d = mesh.devices.size
+    g_block = min(ng, 65536 if g_block is None else max(int(g_block), 1))
     if block is None:
-        block = max(d, min(4096, (16 << 20) // max(ng, 1)) // d * d)
+        block = max(d, min(4096, (16 << 20) // g_block) // d * d)
     block = max(d, block // d * d)
     rep, shard = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    fn = _TOP_K
-    g = jax.device_put(np.asarray(unit_g, np.float32), rep)
-    gi = jax.device_put(np.asarray(g_ids, np.int64).astype(np.int32), rep)
-    go = jax.device_put(g_ok, rep)
+    gallery = [(lo, min(lo + g_block, ng)) for lo in range(0, ng, g_block)]
+    resident = len(gallery) == 1
+    if resident:
+        g = jax.device_put(np.asarray(unit_g[0:ng], np.float32), rep)
+        gi = jax.device_put(np.asarray(g_ids, np.int64).astype(np.int32), rep)
+        go = jax.device_put(g_ok, rep)
     out = np.empty((nq, k), np.int32)
     for s in range(0, nq, block):
         e = min(s + block, nq)
@@ -97,28 +117,60 @@ def top_k_pairs(
         qi = np.full(block, -3, np.int32)
         qi[: e - s] = np.asarray(q_ids[s:e], np.int64)
         q, qi = jax.device_put(q, shard), jax.device_put(qi, shard)
-        out[s:e] = np.asarray(fn(q, g, qi, gi, go, k))[: e - s]
+        if resident:
+            out[s:e] = np.asarray(_TOP_K(q, g, qi, gi, go, k)[1])[: e - s]
+            continue
+        best_s = jax.device_put(np.full((block, k), -np.inf, np.float32), shard)
+        best_i = jax.device_put(np.zeros((block, k), np.int32), shard)
+        for lo, hi in gallery:
+            gb = np.zeros((g_block, unit_g.shape[1]), np.float32)  # one shape compiles
+            gb[: hi - lo] = unit_g[lo:hi]
+            ids = np.full(g_block, -4, np.int32)
+            ids[: hi - lo] = np.asarray(g_ids[lo:hi], np.int64)
+            okb = np.zeros(g_block, bool)
+            okb[: hi - lo] = g_ok[lo:hi]
+            best_s, best_i = _MERGE(
+                q,
+                jax.device_put(gb, rep),
+                qi,
+                jax.device_put(ids, rep),
+                jax.device_put(okb, rep),
+                best_s,
+                best_i,
+                np.int32(lo),
+                k,
+            )
+        out[s:e] = np.asarray(best_i)[: e - s]
     return out
 
 
-def _pairs_kernel(w: jax.Array, unit: jax.Array, idx: jax.Array, grid: tuple[int, int]):
-    """Maps of C pairs: cross_maps on 1 x 1 blocks, vmapped over the chunk.
+def _rows_kernel(wa: jax.Array, ua: jax.Array, wb: jax.Array, ub: jax.Array, grid):
+    """Maps of C pairs from their images' rows: cross_maps on 1 x 1 blocks, vmapped.
 
     Args:
-      w: W of every image, [I, N, E]; unit: u, [I, E]; idx: [C, 2] image indices.
+      wa, wb: W of each pair's images A and B, [C, N, E]; ua, ub: u, [C, E].
 
     Returns:
       ``(maps_a float16 [C, gh, gw], maps_b float16 [C, gh, gw], score float32 [C])``.
     """
-    a, b = idx[:, 0], idx[:, 1]
-    fa = explain.Folded(w=w[a][:, None], unit=unit[a][:, None], grid=grid)
-    fb = explain.Folded(w=w[b][:, None], unit=unit[b][:, None], grid=grid)
+    fa = explain.Folded(w=wa[:, None], unit=ua[:, None], grid=grid)
+    fb = explain.Folded(w=wb[:, None], unit=ub[:, None], grid=grid)
     out = jax.vmap(explain.cross_maps)(fa, fb)
     return (
         out["maps_q"][:, 0, 0].astype(jnp.float16),
         out["maps_g"][:, 0, 0].astype(jnp.float16),
         out["score"][:, 0, 0],
     )
+
+
+def _pairs_kernel(w: jax.Array, unit: jax.Array, idx: jax.Array, grid: tuple[int, int]):
+    """Maps of C pairs, W of every image on the device: ``_rows_kernel`` of gathered rows.
+
+    Args:
+      w: W of every image, [I, N, E]; unit: u, [I, E]; idx: [C, 2] image indices.
+    """
+    a, b = idx[:, 0], idx[:, 1]
+    return _rows_kernel(w[a], unit[a], w[b], unit[b], grid)
 
 
 def _tile_kernel(
@@ -164,6 +216,7 @@ def _tile_kernel(
 # Compiled once per process (per shapes and shardings): the inputs are placed on the mesh
 # (W and u replicated, pairs split over "data") and the outputs follow the pairs.
 _GATHER = jax.jit(_pairs_kernel, static_argnums=3)
+_ROWS = jax.jit(_rows_kernel, static_argnums=4)
 _TILE = jax.jit(_tile_kernel, static_argnums=(4, 5))
 
 
@@ -250,3 +303,39 @@ class Compute:
                 self.block,
             )
             yield pos.reshape(-1), out
+
+
+class StreamCompute:
+    """A gallery larger than the device budget: W read per chunk of pairs, never all held.
+
+    Each call gathers the chunk's distinct images' rows from the job's files on the host
+    (``embed.EmbedStore``: memory maps opened per call), puts the pairs' rows on the
+    devices split over ``"data"``, and runs ``_rows_kernel``; device and host memory are
+    ~2 x C x N x E floats per call whatever the number of distinct images.
+
+    Args:
+      store: ``EmbedStore`` (``w(ids)``, ``unit(ids)``).
+      grid: the token grid.
+      mesh: this process's devices.
+      chunk_size: pairs per call C (a multiple of the devices).
+    """
+
+    def __init__(self, store, grid, mesh, chunk_size: int):
+        self.store, self.grid, self.chunk = store, grid, chunk_size
+        self.split = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+    def calls(self, pairs: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
+        """Yields (positions [C] in ``pairs``, -1 for padding; device outputs [C, ...])."""
+        c = self.chunk
+        for s in range(0, len(pairs), c):
+            e = min(s + c, len(pairs))
+            idx = np.empty((c, 2), np.int64)
+            idx[: e - s] = pairs[s:e]
+            idx[e - s :] = pairs[s]  # padding repeats a real pair
+            pos = np.full(c, -1, np.int64)
+            pos[: e - s] = np.arange(s, e)
+            ids, inv = np.unique(idx, return_inverse=True)
+            inv = inv.reshape(c, 2)
+            w, unit = self.store.w(ids), self.store.unit(ids)
+            rows = [w[inv[:, 0]], unit[inv[:, 0]], w[inv[:, 1]], unit[inv[:, 1]]]
+            yield pos, _ROWS(*(jax.device_put(x, self.split) for x in rows), self.grid)

@@ -3,8 +3,10 @@
 The paper's maps fold every image once (``kernels.Compute``: a pair costs one small
 product). A gradient method has no such fold: a pair costs one backward pass per
 direction, so its shards run ``explain.methods.paired_maps`` on chunks of pairs, with
-the images decoded again (a small cache keeps those a shard repeats). Same interface as
-``kernels.Compute``: ``calls(pairs)`` yields (positions, device outputs) per chunk.
+the images decoded again (a small cache keeps those a shard repeats). A chunk's pairs are
+split over the devices' ``"data"`` axis, as the paper's maps (each device runs its share
+of the backward passes). Same interface as ``kernels.Compute``: ``calls(pairs)`` yields
+(positions, device outputs) per chunk.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pairviz_jax.explain import methods
 
@@ -32,8 +35,10 @@ class MethodCompute:
       ok: bool [N], False for images that could not be read (drawn as zeros; their
         records are skipped when the shard is committed).
       method: a name of ``explain.methods.METHODS`` other than ``"paper"``.
-      chunk: pairs per call (the last call is padded, so one shape compiles).
+      chunk: pairs per call (rounded up to a multiple of the devices; the last call is
+        padded, so one shape compiles).
       cache: decoded images kept (least recently used dropped).
+      mesh: the devices the pairs are split over (default: this process's).
     """
 
     def __init__(
@@ -46,11 +51,15 @@ class MethodCompute:
         method: str,
         chunk: int = DEFAULT_CHUNK,
         cache: int = 1024,
+        mesh: Mesh | None = None,
     ):
         methods.get(method)  # ValueError naming the known methods
         self.model, self.variables, self.loader = model, variables, loader
         self.keys, self.ok, self.method = keys, np.asarray(ok, bool), method
-        self.chunk, self.cache_size = max(1, int(chunk)), cache
+        mesh = mesh or Mesh(np.asarray(jax.local_devices()), ("data",))
+        d = mesh.devices.size
+        self.split = NamedSharding(mesh, PartitionSpec("data"))
+        self.chunk, self.cache_size = -(-max(1, int(chunk)) // d) * d, cache
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._blank: np.ndarray | None = None
 
@@ -83,8 +92,8 @@ class MethodCompute:
             idx[e - s :] = pairs[s]  # padding repeats a real pair
             pos = np.full(c, -1, np.int64)
             pos[: e - s] = np.arange(s, e)
-            a = jnp.asarray(np.stack([self._image(int(i)) for i in idx[:, 0]]))
-            b = jnp.asarray(np.stack([self._image(int(i)) for i in idx[:, 1]]))
+            a = jax.device_put(np.stack([self._image(int(i)) for i in idx[:, 0]]), self.split)
+            b = jax.device_put(np.stack([self._image(int(i)) for i in idx[:, 1]]), self.split)
             out = methods.paired_maps(
                 self.model, self.variables, a, b, method=self.method, upsampled=False
             )

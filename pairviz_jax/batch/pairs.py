@@ -123,7 +123,8 @@ def read_pairs_file(path: str, pairs_out: str) -> list[str]:
 
     Args:
       path: the pairs file; columns beyond the second are ignored.
-      pairs_out: where to write the pairs (written atomically).
+      pairs_out: where to write the pairs, in place (give a temporary name and rename
+        or link it after: the job commits it with ``store.commit_file``).
 
     Returns:
       The distinct keys in order of first appearance; pairs index into it.
@@ -149,8 +150,7 @@ def read_pairs_file(path: str, pairs_out: str) -> list[str]:
     count = sum(1 for _ in rows())
     if count == 0:
         raise ValueError(f"{path}: no pairs")
-    tmp = f"{pairs_out}.tmp{os.getpid()}"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(count, 2))
+    out = np.lib.format.open_memmap(pairs_out, mode="w+", dtype=np.int32, shape=(count, 2))
     index: dict[str, int] = {}
     block = np.empty((65536, 2), np.int32)
     r = fill = 0
@@ -165,5 +165,4 @@ def read_pairs_file(path: str, pairs_out: str) -> list[str]:
     out[r : r + fill] = block[:fill]
     out.flush()
     del out
-    os.replace(tmp, pairs_out)
     return list(index)

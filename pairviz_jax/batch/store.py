@@ -1,10 +1,13 @@
-"""The output directory of a batch job: atomic files, shard commits, and reading results.
+"""The output directory of a batch job: committed-once files, shard directories, reading.
 
-Every file is written under a temporary name (``<name>.tmp<pid>``) and renamed into place,
-a shard's marker ``shards/<k>.json`` last, so a job killed at any moment leaves only whole
-shards; :func:`clean_stale` removes the temporary files a killed job left (a pairs file
-half parsed: 32 MB at 4 x 10^6 pairs) when the next run starts. :class:`BatchResults`
-reads a job's output with memory maps.
+Every result is written under a temporary name carrying its writer's token and then
+*committed once*: a file by an exclusive hard link (:func:`commit_file`: the first writer
+wins, a second finds it there and drops its copy), a shard or an embedded chunk of images
+as a whole directory by one ``rename`` (:func:`commit_dir`: a rename onto a directory
+that exists fails). So a job killed at any moment leaves whole results only, two workers
+that computed the same shard commit it once, and no writer ever removes another live
+writer's temporary files (:func:`clean_stale` removes a dead worker's only).
+:class:`BatchResults` reads a job's output with memory maps.
 """
 
 from __future__ import annotations
@@ -13,44 +16,92 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
 
+from pairviz_jax.batch.claims import is_exists_error
 from pairviz_jax.batch.pairs import AllPairs, ArrayPairs, read_keys
 
 __all__ = [
+    "FORMAT",
     "BatchResults",
     "Layout",
-    "atomic_save",
-    "atomic_text",
     "clean_stale",
-    "commit_shard",
+    "commit_dir",
+    "commit_file",
     "params_fingerprint",
     "read_json",
+    "save_tmp",
     "sha256_file",
     "shard_name",
+    "text_tmp",
 ]
 
-# A file under a temporary name, or one process's part of unreadable.txt.
-_TMP = re.compile(r"(\.tmp\d+(\.npy|\.npz)?|\.txt\.p\d+)$")
+# The output format: 2 = one directory per shard (format 1, flat files per shard and no
+# claims, is read by BatchResults but not resumed).
+FORMAT = 2
+
+# A writer's temporary file or directory: "<name>.tmp-<token>", ".<name>.<token>.tmp";
+# format 1 left "<name>.tmp<pid>" and "unreadable.txt.p<k>".
+_TMP = re.compile(
+    r"\.tmp-(?P<a>[0-9a-f]{12})$|^\..*\.(?P<b>[0-9a-f]{12})\.tmp$|\.tmp\d+(\.npy)?$|\.txt\.p\d+$"
+)
 
 
-def atomic_save(path: str, array: np.ndarray) -> None:
-    """Writes ``array`` to ``path`` (.npy) under a temporary name, then renames it."""
-    tmp = f"{path}.tmp{os.getpid()}"
+def tmp_name(path: str, token: str) -> str:
+    return f"{path}.tmp-{token}"
+
+
+def save_tmp(path: str, array: np.ndarray, token: str) -> str:
+    """Writes ``array`` (.npy) to ``path``'s temporary name of writer ``token``."""
+    tmp = tmp_name(path, token)
     with open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(array))
-    os.replace(tmp, path)
+    return tmp
 
 
-def atomic_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
+def text_tmp(path: str, text: str, token: str) -> str:
+    tmp = tmp_name(path, token)
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
+    return tmp
+
+
+def commit_file(tmp: str, path: str) -> bool:
+    """Puts ``tmp`` at ``path`` unless a file is there (exclusive link); removes ``tmp``.
+
+    Returns:
+      True if this call committed ``path``, False if another writer had.
+    """
+    try:
+        os.link(tmp, path)
+        return True
+    except OSError as e:
+        if not is_exists_error(e):
+            raise
+        return False
+    finally:
+        os.remove(tmp)
+
+
+def commit_dir(tmp: str, path: str) -> bool:
+    """Renames the directory ``tmp`` to ``path`` unless ``path`` exists (then removes ``tmp``).
+
+    Returns:
+      True if this call committed ``path``, False if another writer had.
+    """
+    try:
+        os.rename(tmp, path)  # onto an existing non-empty directory: EEXIST / ENOTEMPTY
+        return True
+    except OSError as e:
+        if not (is_exists_error(e) or (e.errno == 20 and os.path.isdir(path))):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
 
 
 def read_json(path: str) -> dict | None:
@@ -79,9 +130,15 @@ def params_fingerprint(variables) -> str:
     return h.hexdigest()
 
 
-def clean_stale(root: str) -> list[str]:
-    """Removes the temporary files a killed job left under ``root`` (not its sub-folders'
-    sub-folders: the job writes only to ``root``, ``shards/`` and ``embed/``).
+def clean_stale(root: str, dead: Callable[[str], bool] = lambda token: True) -> list[str]:
+    """Removes the temporary files and directories of dead writers under ``root``.
+
+    Looks in ``root``, ``shards/`` and ``embed/`` (the job writes nowhere else).
+
+    Args:
+      root: the output directory.
+      dead: token -> whether that writer is known dead (``Worker.dead``); files of
+        format 1 (no token) are always stale.
 
     Returns:
       The paths removed.
@@ -91,10 +148,21 @@ def clean_stale(root: str) -> list[str]:
         if not os.path.isdir(d):
             continue
         for name in os.listdir(d):
+            m = _TMP.search(name)
+            if m is None:
+                continue
+            token = m.group("a") or m.group("b")
+            if token is not None and not dead(token):
+                continue
             path = os.path.join(d, name)
-            if _TMP.search(name) and os.path.isfile(path):
-                os.remove(path)
-                removed.append(path)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    continue
+            removed.append(path)
     return removed
 
 
@@ -103,6 +171,8 @@ def shard_name(k: int) -> str:
 
 
 class Layout:
+    """The paths of a job's output directory (the format: ``pairviz_jax.batch``)."""
+
     def __init__(self, out_dir: str):
         self.root = os.path.abspath(out_dir)
         self.shards = os.path.join(self.root, "shards")
@@ -111,50 +181,33 @@ class Layout:
         self.job = os.path.join(self.root, "job.json")
         self.images = os.path.join(self.root, "images.txt")
         self.pairs = os.path.join(self.root, "pairs.npy")
+        self.prepared = os.path.join(self.root, "prepared.json")
         self.manifest = os.path.join(self.root, "manifest.json")
         self.unreadable = os.path.join(self.root, "unreadable.txt")
 
-    def shard(self, k: int, what: str) -> str:
-        return os.path.join(self.shards, f"{shard_name(k)}.{what}")
+    def shard(self, k: int, what: str = "") -> str:
+        return os.path.join(self.shards, shard_name(k), what)
 
-    def done(self, k: int) -> bool:
-        return os.path.exists(self.shard(k, "json"))
+    def chunk(self, c: int, what: str = "") -> str:
+        return os.path.join(self.embed, shard_name(c), what)
+
+    def tmp_dir(self, final: str, token: str) -> str:
+        """A writer's temporary directory beside ``final`` (committed by ``commit_dir``)."""
+        head, tail = os.path.split(final.rstrip(os.sep))
+        return os.path.join(head, f".{tail}.{token}.tmp")
+
+    def done_shards(self) -> set[int]:
+        return _committed(self.shards)
+
+    def done_chunks(self) -> set[int]:
+        return _committed(self.embed)
 
 
-def commit_shard(
-    layout: Layout, s: int, lo: int, hi: int, buf: dict, ok: np.ndarray, png: Any = None
-) -> tuple[int, int]:
-    """Writes shard s (records lo..hi-1) file by file, then its marker.
-
-    Args:
-      layout: the output directory.
-      s: the shard index.
-      lo, hi: its records.
-      buf: ``pairs`` [n, 2], ``maps_a``, ``maps_b`` [n, gh, gw] float16, ``score`` [n].
-      ok: bool [I], readable images; pairs with an unreadable one are left out.
-      png: ``png(record, pair_index_in_shard)`` draws a figure, or None.
-
-    Returns:
-      ``(written, skipped)`` pairs.
-    """
-    keep = ok[buf["pairs"][:, 0]] & ok[buf["pairs"][:, 1]]
-    records = np.arange(lo, hi, dtype=np.int64)[keep]
-    atomic_save(layout.shard(s, "record.npy"), records)
-    for name in ("maps_a", "maps_b", "score"):
-        atomic_save(layout.shard(s, f"{name}.npy"), buf[name][keep])
-    if png is not None:
-        for j in np.flatnonzero(keep):
-            png(lo + int(j), int(j))
-    marker = {
-        "shard": s,
-        "start": lo,
-        "stop": hi,
-        "written": int(keep.sum()),
-        "skipped": int((~keep).sum()),
-        "process": jax.process_index(),
-    }
-    atomic_text(layout.shard(s, "json"), json.dumps(marker))
-    return marker["written"], marker["skipped"]
+def _committed(d: str) -> set[int]:
+    try:
+        return {int(n) for n in os.listdir(d) if n.isdigit()}
+    except FileNotFoundError:
+        return set()
 
 
 class BatchResults:
@@ -167,8 +220,12 @@ class BatchResults:
     Attributes:
       images: the distinct image keys.
       num_pairs: records in the job (written or skipped).
+      job_id: the job's identity (``job.json``); every shard read carries it.
       shards: per committed shard, a dict of memory-mapped arrays ``record``,
         ``maps_a``, ``maps_b``, ``score``.
+
+    Raises:
+      ValueError: a shard of another job (its ``job_id`` differs), or unfinished.
     """
 
     def __init__(self, out_dir: str, *, partial: bool = False):
@@ -177,6 +234,7 @@ class BatchResults:
         if job is None:
             raise FileNotFoundError(f"{out_dir} holds no batch job (no job.json)")
         self.fingerprint = job["fingerprint"]
+        self.job_id = job.get("job_id")
         manifest = read_json(self.layout.manifest)
         if manifest is None and not partial:
             raise ValueError(f"{out_dir} is not finished (no manifest.json); pass partial=True")
@@ -186,18 +244,33 @@ class BatchResults:
         else:
             self._pairs = ArrayPairs(np.load(self.layout.pairs, mmap_mode="r"))
         self.num_pairs = len(self._pairs)
-        size = self.fingerprint["shard_size"]
-        names = sorted(int(f[:-5]) for f in os.listdir(self.layout.shards) if f.endswith(".json"))
-        self.shards = []
-        for s in names:
-            shard = {
-                what: np.load(self.layout.shard(s, f"{what}.npy"), mmap_mode="r")
-                for what in ("record", "maps_a", "maps_b", "score")
-            }
-            shard["start"] = s * size
-            self.shards.append(shard)
-        self.shard_size = size
+        size = self.shard_size = self.fingerprint["shard_size"]
+        self.shards = [self._open(s, size) for s in self._names()]
         self._by_start = {sh["start"]: sh for sh in self.shards}
+
+    def _names(self) -> list[int]:
+        if self.job_id is None:  # format 1: shards/<k>.json beside flat files
+            names = os.listdir(self.layout.shards)
+            return sorted(int(f[:-5]) for f in names if f.endswith(".json"))
+        return sorted(self.layout.done_shards())
+
+    def _open(self, s: int, size: int) -> dict[str, Any]:
+        if self.job_id is None:
+            path = lambda what: os.path.join(self.layout.shards, f"{shard_name(s)}.{what}.npy")  # noqa: E731
+        else:
+            marker = read_json(self.layout.shard(s, "shard.json"))
+            if marker is None or marker.get("job_id") != self.job_id:
+                raise ValueError(
+                    f"{self.layout.shard(s)} belongs to another job "
+                    f"({None if marker is None else marker.get('job_id')}, not {self.job_id})"
+                )
+            path = lambda what: self.layout.shard(s, f"{what}.npy")  # noqa: E731
+        shard = {
+            what: np.load(path(what), mmap_mode="r")
+            for what in ("record", "maps_a", "maps_b", "score")
+        }
+        shard["start"] = s * size
+        return shard
 
     def pairs(self, records) -> np.ndarray:
         """Image indices [n, 2] of records (any int array)."""
