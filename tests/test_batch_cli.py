@@ -79,7 +79,7 @@ def test_evaluate_subcommand_prints_the_table_and_plots(tiny_model, tmp_path, ca
     argv = ["evaluate", "--weights", "w.npz", "--pairs", "3", "--steps", "2", "--out", png]
     assert visualize.main(argv) == 0
     out = capsys.readouterr().out
-    assert "| paired, authors (R @ gamma) |" in out and "pointing_game" in out
+    assert "| paired, authors (R @ gamma; Black et al. 2022) |" in out and "pointing_game" in out
     assert "transpose better than rollout by: deletion_auc" in out
     assert "shared_share" not in out
     assert out.strip().endswith(png) and os.path.getsize(png) > 1000
