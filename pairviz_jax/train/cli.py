@@ -218,6 +218,9 @@ def main(argv: Sequence[str], fv, doc: str = "") -> int:
         except ConfigChangedError as e:
             print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
             return 2
+        except sharding.ClusterError as e:
+            print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted; the same command resumes", file=sys.stderr)
             return 130

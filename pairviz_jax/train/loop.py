@@ -39,7 +39,7 @@ from etils import epath
 
 from pairviz_jax import metrics as retrieval
 from pairviz_jax.train import input as input_lib
-from pairviz_jax.train import runfiles, sharding
+from pairviz_jax.train import peers, runfiles, sharding
 from pairviz_jax.train import state as state_lib
 from pairviz_jax.train import step as step_lib
 from pairviz_jax.train.checkpointing import Checkpointer, as_path
@@ -279,7 +279,35 @@ def train_and_evaluate(
                 "config changed (allowed): %s", ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in diff)
             )
         runfiles.write_config(workdir, config)
+    peers.check_shared_workdir(workdir)
+    watchdog = peers.PeerWatchdog(workdir, lambda: _how_to_resume(workdir)).start()
+    try:
+        result = _train(config, workdir, devices)
+    except BaseException as e:
+        watchdog.stop(f"{type(e).__name__}: {e}")
+        raise
+    watchdog.stop()
+    return result
 
+
+def _how_to_resume(workdir: epath.Path) -> str:
+    status = run_status(os.fspath(workdir))
+    where = (
+        f"the last complete checkpoint is step {status.latest}"
+        if status.latest is not None
+        else "there is no checkpoint yet"
+    )
+    return (
+        f"{where} in {workdir}; rerun the same command (on any number of processes) "
+        "to resume from it"
+    )
+
+
+def _train(
+    config: ml_collections.ConfigDict, workdir: epath.Path, devices: list[jax.Device] | None
+) -> dict[str, Any]:
+    """The body of :func:`train_and_evaluate` once the workdir is checked."""
+    is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(devices)
     run = build(config, mesh)
     state, step_rng = run.state, run.step_rng
