@@ -123,13 +123,22 @@ def _wait_for_checkpoint(workdir, step, procs, timeout=240):
     raise AssertionError(f"no checkpoint {step}: {[p.poll() for p in procs]}")
 
 
-def test_killed_peer_stops_the_survivor_and_the_run_resumes_on_one_process(reference, tmp_path):  # noqa: F811
+def _kill_at(workdir, step, procs, victim):
+    _wait_for_checkpoint(workdir, step, procs)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+
+
+def test_resume_on_another_process_count_and_after_a_killed_peer(reference, tmp_path):  # noqa: F811
+    """1 process, killed -> 2 processes, one killed -> 1 process: the uninterrupted result."""
+    first = _start(tmp_path, 4, "single", "slow")
+    _kill_at(tmp_path, 2, [first], first)
+    # 1 -> 2: both resume from step 2; then process 1 dies and the survivor says so.
     port = _free_port()
     procs = [_start(tmp_path, 2, "flags", pid, 2, port, "slow") for pid in range(2)]
-    _wait_for_checkpoint(tmp_path, 4, procs)
-    procs[1].send_signal(signal.SIGKILL)
+    _kill_at(tmp_path, 4, procs, procs[1])
     out, _ = procs[0].communicate(timeout=240)
-    procs[1].wait()
+    assert "Resumed from" in out and "at step 2." in out, out[-3000:]
     assert procs[0].returncode == peers.EXIT_PEER_LOST, out[-3000:]
     lines = [ln for ln in out.splitlines() if "process 1 stopped answering" in ln]
     assert len(lines) == 1 and "rerun the same command" in lines[0], out[-3000:]
@@ -137,18 +146,6 @@ def test_killed_peer_stops_the_survivor_and_the_run_resumes_on_one_process(refer
     # 2 -> 1: the same command on one process resumes and ends like the uninterrupted run.
     resumed = _finish(_start(tmp_path, 4, "single"))
     assert "Resumed from" in resumed and "RESULT 0 1 " in resumed
-    _same_params(reference, tmp_path, rtol=1e-4, atol=1e-6)
-
-
-def test_a_run_started_on_one_process_resumes_on_two(reference, tmp_path):  # noqa: F811
-    proc = _start(tmp_path, 4, "single", "slow")
-    _wait_for_checkpoint(tmp_path, 4, [proc])
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    port = _free_port()
-    procs = [_start(tmp_path, 2, "flags", pid, 2, port) for pid in range(2)]
-    outs = [_finish(p) for p in procs]
-    assert all("Resumed from" in out for out in outs)
     _same_params(reference, tmp_path, rtol=1e-4, atol=1e-6)
 
 
