@@ -149,6 +149,16 @@ def test_resume_on_another_process_count_and_after_a_killed_peer(reference, tmp_
     _same_params(reference, tmp_path, rtol=1e-4, atol=1e-6)
 
 
+def test_a_workdir_not_shared_is_refused_in_every_process(tmp_path):
+    port = _free_port()
+    procs = [_start(tmp_path / f"host{pid}", 1, "flags", pid, 2, port) for pid in range(2)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=240)
+        assert proc.returncode != 0 and "RESULT" not in out
+        assert "is not shared: process(es) [1] of 2 do not see what process 0 wrote" in out, out
+    assert not (tmp_path / "host1" / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     "env, expected",
     [
