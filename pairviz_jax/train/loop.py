@@ -293,9 +293,9 @@ def train_and_evaluate(
 def _how_to_resume(workdir: epath.Path) -> str:
     status = run_status(os.fspath(workdir))
     where = (
-        f"the last complete checkpoint is step {status.latest}"
+        f"The last complete checkpoint is step {status.latest}"
         if status.latest is not None
-        else "there is no checkpoint yet"
+        else "There is no checkpoint yet"
     )
     return (
         f"{where} in {workdir}; rerun the same command (on any number of processes) "
