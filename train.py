@@ -4,9 +4,10 @@ Flags only; everything else is ``pairviz_jax.train``. Config fields are overridd
 command line (``--config.batch_size=256``, ``--config.init_from=/path/ViT-B_16.npz``); a config
 file may take an argument (``--config configs/sop.py:vit_b32``). Rerunning with the same
 ``--workdir`` resumes from its latest checkpoint; a rerun with another config is refused
-unless ``--allow_config_change``. Multi-host: every process runs the same command; JAX
-detects TPU pods and SLURM, elsewhere pass ``--coordinator``, ``--num_processes`` and
-``--process_id``. ``--help`` lists every config field.
+unless ``--allow_config_change``. Multi-host: every process runs the same command with the
+same ``--workdir`` (shared: a network filesystem or ``gs://...``); SLURM, Open MPI, TPU pods
+and indexed Kubernetes jobs are detected, elsewhere pass ``--coordinator``,
+``--num_processes`` and ``--process_id``. ``--help`` lists every config field.
 """
 
 import sys

@@ -14,26 +14,32 @@ Example keys (names fixed for the whole project):
 
 Batches stack these with a leading axis [B, ...].
 
-Order and sharding: the split is sharded by process first (``shard_index`` /
-``shard_count``, default ``jax.process_index()`` / ``jax.process_count()``; process p
-reads records p, p + P, p + 2P, ...), then, in training, shuffled per epoch with
-``seed`` and augmented with random numbers derived from ``seed`` and the element's
-position, so the stream is a pure function of (dataset, split, seed, shard) whatever
-``num_threads``. In evaluation every process yields the same number of full batches,
-``ceil(ceil(N / P) / B)``.
+Order and sharding. In training every process computes the same order: global batches of
+``batch_size * shard_count`` records, each epoch a permutation of the whole split drawn
+from ``seed`` and the epoch (:class:`GlobalOrder`, the last partial global batch of an
+epoch dropped, so a global batch never holds a record twice), and process p takes the
+p-th consecutive ``batch_size`` slots of each global batch. Each slot's crop/flip
+randomness is drawn from ``seed`` and the slot's global position (so it differs between
+processes and slots), so the stream of global batches is a pure function of
+(dataset, split, seed, global batch size) whatever the number of processes or
+``num_threads``, and ``start_batch`` resumes it at any global step. In evaluation the
+split is sharded by process (process p reads records p, p + P, p + 2P, ...) and every
+process yields the same number of full batches, ``ceil(ceil(N / P) / B)``.
 
-Resuming: ``it = iter(ds)``; ``state = it.get_state()`` is a small JSON-able dict
-(save it with the training checkpoint); a new ``iter(ds)`` followed by
-``it.set_state(state)`` continues exactly where the first stopped.
+Resuming: training restarts at a global batch (``start_batch``, derived from the step), so
+it needs no iterator state and survives a change of process count; iterators also have
+grain's ``get_state``/``set_state`` (a small JSON-able dict).
 
 Unreadable images are counted (``sources.skipped_counts()``), logged with a warning
-and skipped (train, unbatched evaluation) or turned into invalid slots (evaluation
-batches); they never stop a run.
+and replaced by a record of another global batch of the same epoch (training: the global
+layout must not shift), skipped (unbatched evaluation) or turned into invalid slots
+(evaluation batches); they never stop a run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -45,7 +51,7 @@ import numpy as np
 from pairviz_jax.data import preprocess, sources
 from pairviz_jax.data.images import CorruptImageError, decode_image
 
-__all__ = ["EvalPreprocess", "TrainPreprocess", "make_dataset"]
+__all__ = ["EvalPreprocess", "GlobalOrder", "TrainPreprocess", "make_dataset"]
 
 
 class _Missing:
@@ -81,6 +87,99 @@ class _Shard:
 
     def __repr__(self) -> str:
         return f"_Shard({self.source!r}, {self.index}/{self.count}, length={self.length})"
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([int(seed), 0x5EED, int(epoch)]).permutation(n)
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalOrder:
+    """Which record fills each slot of the global training batches, the same on every process.
+
+    Epoch ``e`` is the permutation of the ``n`` records drawn from ``(seed, e)``, cut into
+    ``n // global_batch`` global batches (the remainder is left out of that epoch, so no
+    global batch holds a record twice). Process ``p`` of ``P`` reads slots
+    ``[p * b, (p + 1) * b)`` of every global batch, ``b = global_batch / P``.
+
+    Attributes:
+      n: records in the split.
+      global_batch: records per global batch, over all processes.
+      seed: the shuffling seed shared by all processes.
+    """
+
+    n: int
+    global_batch: int
+    seed: int
+
+    def __post_init__(self):
+        if self.n < self.global_batch:
+            raise ValueError(
+                f"the split has {self.n} records, fewer than one global batch of "
+                f"{self.global_batch}"
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n // self.global_batch
+
+    def position(self, batch: int, slot: int) -> int:
+        """The global position of slot ``slot`` of global batch ``batch`` (unique, >= 0)."""
+        return int(batch) * self.global_batch + int(slot)
+
+    def record(self, position: int) -> int:
+        """The record index at a global position."""
+        batch, slot = divmod(int(position), self.global_batch)
+        epoch, k = divmod(batch, self.batches_per_epoch)
+        return int(_epoch_permutation(self.seed, epoch, self.n)[k * self.global_batch + slot])
+
+    def local_position(self, t: int, *, shard_index: int, shard_count: int) -> int:
+        """The global position of the ``t``-th element read by process ``shard_index``."""
+        b = self.global_batch // shard_count
+        batch, i = divmod(int(t), b)
+        return self.position(batch, shard_index * b + i)
+
+    def fallbacks(self, position: int):
+        """Positions standing in for an unreadable record: the same slot of the next global
+        batches of the epoch (cyclically), never the same global batch."""
+        batch, slot = divmod(int(position), self.global_batch)
+        epoch, k = divmod(batch, self.batches_per_epoch)
+        first = epoch * self.batches_per_epoch
+        for j in range(1, self.batches_per_epoch):
+            yield self.position(first + (k + j) % self.batches_per_epoch, slot)
+
+
+class _TrainElements:
+    """Local element ``t`` of a process -> its preprocessed example (a grain map on ints).
+
+    The crop/flip generator is seeded by ``(seed, global position)``; an unreadable record
+    is counted and replaced by :meth:`GlobalOrder.fallbacks`.
+    """
+
+    def __init__(self, source, order: GlobalOrder, preprocess_fn, shard_index, shard_count):
+        self.source, self.order, self.fn = source, order, preprocess_fn
+        self.shard_index, self.shard_count = shard_index, shard_count
+
+    def _example(self, position: int):
+        raw = self.source[self.order.record(position)]
+        if raw is None:
+            return None
+        rng = np.random.default_rng([self.order.seed, 0xA06, position])
+        return self.fn(raw, rng)
+
+    def __call__(self, t) -> dict[str, Any]:
+        position = self.order.local_position(
+            int(t), shard_index=self.shard_index, shard_count=self.shard_count
+        )
+        example = self._example(position)
+        if example is not None:
+            return example
+        for other in self.order.fallbacks(position):
+            example = self._example(other)
+            if example is not None:
+                return example
+        raise ValueError(f"{self.fn.name}/{self.fn.split}: no readable record in the epoch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +312,7 @@ def make_dataset(
     demo_seed: int = 0,
     demo_examples_per_class: int | None = None,
     source=None,
+    start_batch: int = 0,
 ) -> grain.IterDataset:
     """A grain dataset of preprocessed examples or batches (keys: module docstring).
 
@@ -227,7 +327,8 @@ def make_dataset(
         last partial batch); False for evaluation (file order, one pass, resize without
         crop, last batch padded with ``valid=False``).
       seed: shuffling and augmentation seed.
-      batch_size: examples per batch for this process; None yields single examples.
+      batch_size: examples per batch for this process; None yields single examples (in
+        training: global batches of ``shard_count`` examples, one per process).
       shard_index: this process's shard (default ``jax.process_index()``).
       shard_count: number of shards (default ``jax.process_count()``).
       num_epochs: passes over the data; default forever in training, 1 in evaluation.
@@ -242,6 +343,8 @@ def make_dataset(
       demo_examples_per_class: size of the demo dataset (default 128 train / 32 test).
       source: a ready random-access source of raw examples (``sources`` schema) to use
         instead of opening ``name``/``split``; ``name`` still selects normalisation.
+      start_batch: training only: the first global batch to yield (the training step when
+        resuming), whatever process count wrote the earlier ones.
 
     Returns:
       A ``grain.IterDataset``; ``iter()`` it, and use the iterator's ``get_state`` /
@@ -270,27 +373,24 @@ def make_dataset(
     if n == 0:
         raise ValueError(f"{name}/{split} is empty")
 
-    padded_eval = not train and batch_size is not None
-    if train:
-        length = n // shard_count
-        if length == 0:
-            raise ValueError(f"{name}/{split} has {n} examples, fewer than {shard_count} shards")
-    else:
-        length = math.ceil(n / shard_count)
-        if padded_eval:
-            length = math.ceil(length / batch_size) * batch_size
-    ds = grain.MapDataset.source(_Shard(source, shard_index, shard_count, length))
     common = dict(
         name=name, split=split, image_size=size, has_mask=spec.has_mask, normalize=normalize
     )
     if train:
-        ds = ds.shuffle(seed=seed)
-        ds = ds.repeat(num_epochs)
-        ds = ds.random_map(
-            TrainPreprocess(**common, scale=tuple(crop_scale), ratio=tuple(crop_ratio), flip=flip),
-            seed=seed,
+        local = 1 if batch_size is None else int(batch_size)
+        order = GlobalOrder(n, local * shard_count, int(seed))
+        stop = None if num_epochs is None else num_epochs * order.batches_per_epoch * local
+        augment = TrainPreprocess(
+            **common, scale=tuple(crop_scale), ratio=tuple(crop_ratio), flip=flip
         )
+        elements = _TrainElements(source, order, augment, shard_index, shard_count)
+        ds = grain.MapDataset.range(int(start_batch) * local, stop or 2**62).map(elements)
     else:
+        padded_eval = batch_size is not None
+        length = math.ceil(n / shard_count)
+        if padded_eval:
+            length = math.ceil(length / batch_size) * batch_size
+        ds = grain.MapDataset.source(_Shard(source, shard_index, shard_count, length))
         if num_epochs not in (None, 1):
             ds = ds.repeat(num_epochs)
         ds = ds.map(EvalPreprocess(**common, keep_invalid=padded_eval))

@@ -3,8 +3,13 @@
 A checkpoint ``<workdir>/checkpoints/<step>/`` holds
 
 * ``state``: the :class:`~pairviz_jax.train.state.TrainState` (params, optimiser state, step);
-* ``data``: the grain iterator position, one JSON file per process (``grain.checkpoint``);
 * ``config``: the run's config as JSON.
+
+The input position is not saved: the training input is a pure function of the config and
+the step (``train.input.train_iterator``), so a run resumes with any number of processes.
+(Checkpoints of older versions also hold ``data``, per-process grain iterator states; they
+are ignored.) The directory may be local or an object-store URL (``gs://...``, via etils
+``epath``); in a multi-process run every process must see the same directory.
 
 Checkpoints are written every ``save_every`` steps (asynchronously; the next steps overlap the
 write) and the last ``max_to_keep`` are kept, plus every ``keep_every``-th forever so that
@@ -21,17 +26,19 @@ import logging
 import os
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 STATE, DATA, CONFIG = "state", "data", "config"
 
 
-def _has_grain_state(it: Any) -> bool:
-    return it is not None and hasattr(it, "get_state") and hasattr(it, "set_state")
+def as_path(path: str | os.PathLike) -> epath.Path:
+    """A local path (made absolute) or an object-store URL (``gs://...``, kept as is)."""
+    p = epath.Path(path)
+    return p if "://" in os.fspath(path) else epath.Path(os.path.abspath(os.fspath(path)))
 
 
 class Checkpointer:
@@ -54,7 +61,7 @@ class Checkpointer:
         keep_every: int | None = None,
         async_save: bool = True,
     ):
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.directory = as_path(directory)
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=int(save_every),
             max_to_keep=max_to_keep,
@@ -81,11 +88,10 @@ class Checkpointer:
     ) -> bool:
         """Saves if ``step`` is due (or ``force``); returns whether a save started.
 
-        The data iterator's position must be the one after the batches of steps ``< step``.
+        ``data_iterator`` is accepted and ignored (the input position follows from ``step``).
         """
+        del data_iterator
         items = {STATE: ocp.args.StandardSave(state)}
-        if _has_grain_state(data_iterator):
-            items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
         if config is not None:
             items[CONFIG] = ocp.args.JsonSave(json.loads(config.to_json_best_effort()))
         return self.manager.save(int(step), args=ocp.args.Composite(**items), force=force)
@@ -93,11 +99,11 @@ class Checkpointer:
     def restore(
         self, state_template: Any, data_iterator: Any = None, step: int | None = None
     ) -> tuple[Any, int]:
-        """Restores the state (into ``state_template``'s shapes and shardings) and the iterator.
+        """Restores the state (into ``state_template``'s shapes and shardings).
 
         Args:
           state_template: a state, or ``jax.ShapeDtypeStruct``s with shardings, of the same tree.
-          data_iterator: a grain iterator whose position is set in place (if saved).
+          data_iterator: ignored (the input restarts at the returned step).
           step: the checkpoint; default the latest.
 
         Returns:
@@ -108,9 +114,6 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
         items = {STATE: ocp.args.StandardRestore(abstract)}
-        saved = os.path.isdir(os.path.join(self.directory, str(step), DATA))
-        if _has_grain_state(data_iterator) and saved:
-            items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored[STATE], step
 
@@ -151,30 +154,27 @@ def load_params(directory: str | os.PathLike, step: int | None = None) -> tuple[
     Returns:
       ``(params, config_dict)`` with ``params = {"model": ..., "head": ...}`` as numpy arrays.
     """
-    directory = os.path.abspath(os.fspath(directory))
-    if os.path.isdir(os.path.join(directory, "checkpoints")):
-        directory = os.path.join(directory, "checkpoints")
+    directory = as_path(directory)
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
     if step is None:
         steps = (
-            [int(d) for d in os.listdir(directory) if d.isdigit()]
-            if os.path.isdir(directory)
+            [int(d.name) for d in directory.iterdir() if d.name.isdigit()]
+            if directory.is_dir()
             else []
         )
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {directory}")
         step = max(steps)
-    path = os.path.join(directory, str(int(step)))
+    path = directory / str(int(step))
     # As host numpy arrays, whatever devices wrote them.
     with quiet_orbax():
         checkpointer = ocp.PyTreeCheckpointer()
-        tree = checkpointer.metadata(os.path.join(path, STATE)).item_metadata.tree
+        tree = checkpointer.metadata(path / STATE).item_metadata.tree
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         state = checkpointer.restore(
-            os.path.join(path, STATE), args=ocp.args.PyTreeRestore(restore_args=restore_args)
+            path / STATE, args=ocp.args.PyTreeRestore(restore_args=restore_args)
         )
-    config_path = os.path.join(path, CONFIG, "metadata")
-    config = {}
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            config = json.load(f)
+    config_path = path / CONFIG / "metadata"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
     return state["params"], config

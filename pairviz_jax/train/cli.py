@@ -206,7 +206,7 @@ def main(argv: Sequence[str], fv, doc: str = "") -> int:
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    from pairviz_jax.train import sharding
+    from pairviz_jax.train import peers, sharding
     from pairviz_jax.train.loop import train_and_evaluate
 
     with _logging_to_stdout() as log:
@@ -218,6 +218,9 @@ def main(argv: Sequence[str], fv, doc: str = "") -> int:
         except ConfigChangedError as e:
             print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
             return 2
+        except (sharding.ClusterError, peers.WorkdirNotSharedError) as e:
+            print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted; the same command resumes", file=sys.stderr)
             return 130

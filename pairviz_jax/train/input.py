@@ -2,8 +2,9 @@
 
 Training needs two things from a dataset named in ``config.input``:
 
-* :func:`train_iterator`: an endless, resumable (grain ``get_state``/``set_state``) iterator of
-  this process's share of each global batch, ``{"image": [b, H, W, 3], "label": [b]}``;
+* :func:`train_iterator`: an endless iterator of this process's share of each global batch,
+  ``{"image": [b, H, W, 3], "label": [b]}``, starting at any step (resuming needs no
+  iterator state, so the process count may change between runs);
 * :func:`eval_batches`: this process's share of the evaluation split in batches padded with a
   boolean ``valid`` [b]; every process yields the same number of batches (multi-host
   collectives need it).
@@ -88,21 +89,35 @@ def _strip(example: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_iterator(
-    config: ml_collections.ConfigDict, *, local_batch: int, process_index: int, process_count: int
+    config: ml_collections.ConfigDict,
+    *,
+    local_batch: int,
+    process_index: int,
+    process_count: int,
+    start_step: int = 0,
 ) -> Iterator[Batch]:
-    """This process's slice of every global training batch, endless and resumable.
+    """This process's slice of every global training batch from ``start_step`` on, endless.
 
-    Process ``i`` of ``n`` yields the ``i``-th consecutive ``local_batch`` block of each
-    global batch of ``n * local_batch`` examples (what
-    ``jax.make_array_from_process_local_data`` expects).
+    Every process draws the same global order (a per-epoch permutation of the whole split
+    from ``config.seed``, ``pairviz_jax.data.pipeline.GlobalOrder``); process ``i`` of ``n``
+    yields the ``i``-th consecutive ``local_batch`` block of each global batch of
+    ``n * local_batch`` examples (what ``jax.make_array_from_process_local_data`` expects).
+    The global batches depend only on the config and the step, not on ``n``: a run resumed
+    at ``start_step`` with another process count reads what an uninterrupted one would.
     """
     seed = int(config.seed)
     if config.input.name == "synthetic":
-        # Global batches sliced per process: the same examples whatever the process count.
-        lo, hi = process_index * local_batch, (process_index + 1) * local_batch
-        ds = _synthetic(config, "train").shuffle(seed=seed).repeat().map(_strip)
-        ds = ds.batch(local_batch * process_count, drop_remainder=True)
-        return iter(ds.map(lambda b: {k: v[lo:hi] for k, v in b.items()}))
+        from pairviz_jax.data.pipeline import GlobalOrder
+
+        examples = _synthetic(config, "train")
+        order = GlobalOrder(len(examples), local_batch * process_count, seed)
+
+        def local_example(t: int) -> dict[str, Any]:
+            position = order.local_position(t, shard_index=process_index, shard_count=process_count)
+            return _strip(examples[order.record(position)])
+
+        ds = grain.MapDataset.range(int(start_step) * local_batch, 2**62).map(local_example)
+        return iter(ds.batch(local_batch, drop_remainder=True))
     from pairviz_jax import data
 
     ds = data.make_dataset(
@@ -115,6 +130,7 @@ def train_iterator(
         batch_size=local_batch,
         shard_index=process_index,
         shard_count=process_count,
+        start_batch=int(start_step),
         **_options(config),
     )
     return iter(ds)

@@ -24,6 +24,7 @@ is remembered in ``config.json``; a rerun with another config is refused
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -34,13 +35,14 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from pairviz_jax import metrics as retrieval
 from pairviz_jax.train import input as input_lib
-from pairviz_jax.train import runfiles, sharding
+from pairviz_jax.train import peers, runfiles, sharding
 from pairviz_jax.train import state as state_lib
 from pairviz_jax.train import step as step_lib
-from pairviz_jax.train.checkpointing import Checkpointer
+from pairviz_jax.train.checkpointing import Checkpointer, as_path
 from pairviz_jax.train.runfiles import read_metrics, run_status
 
 __all__ = ["evaluate", "plot_curves", "read_metrics", "run_status", "train_and_evaluate"]
@@ -51,8 +53,8 @@ log = logging.getLogger(__name__)
 class MetricWriter:
     """Appends JSON records to ``<workdir>/metrics.jsonl`` (process 0 only)."""
 
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+    def __init__(self, workdir: str | epath.Path):
+        self.path = epath.Path(workdir) / "metrics.jsonl"
         self.enabled = jax.process_index() == 0
 
     def write(self, step: int, values: dict[str, Any]) -> None:
@@ -62,9 +64,13 @@ class MetricWriter:
             k: (None if isinstance(v, float) and not np.isfinite(v) else v)
             for k, v in _to_python(values).items()
         }
-        record = {"step": int(step), "time": time.time(), **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps({"step": int(step), "time": time.time(), **values}) + "\n"
+        if "://" in os.fspath(self.path):  # object stores cannot append: rewrite
+            old = self.path.read_text() if self.path.exists() else ""
+            self.path.write_text(old + line)
+        else:
+            with self.path.open("a") as f:
+                f.write(line)
 
 
 def _to_python(values: dict[str, Any]) -> dict[str, Any]:
@@ -91,10 +97,12 @@ def plot_curves(workdir: str) -> str | None:
         ax1.plot(*zip(*evals, strict=True), marker="o")
     ax1.set(xlabel="step", ylabel="Recall@1", ylim=(0, 1))
     fig.tight_layout()
-    path = os.path.join(workdir, "curves.png")
-    fig.savefig(path, dpi=100)
+    path = epath.Path(workdir) / "curves.png"
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
-    return path
+    path.write_bytes(buf.getvalue())
+    return os.fspath(path)
 
 
 def evaluate(
@@ -261,9 +269,9 @@ def train_and_evaluate(
     Raises:
       runfiles.ConfigChangedError: ``workdir`` holds a run of another config.
     """
-    workdir = os.path.abspath(workdir)
+    workdir = as_path(workdir)
     diff = runfiles.check_config(workdir, config, allow_changed=allow_config_change)
-    os.makedirs(workdir, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
         if diff:
@@ -271,7 +279,35 @@ def train_and_evaluate(
                 "config changed (allowed): %s", ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in diff)
             )
         runfiles.write_config(workdir, config)
+    peers.check_shared_workdir(workdir)
+    watchdog = peers.PeerWatchdog(workdir, lambda: _how_to_resume(workdir)).start()
+    try:
+        result = _train(config, workdir, devices)
+    except BaseException as e:
+        watchdog.stop(f"{type(e).__name__}: {e}")
+        raise
+    watchdog.stop()
+    return result
 
+
+def _how_to_resume(workdir: epath.Path) -> str:
+    status = run_status(os.fspath(workdir))
+    where = (
+        f"The last complete checkpoint is step {status.latest}"
+        if status.latest is not None
+        else "There is no checkpoint yet"
+    )
+    return (
+        f"{where} in {workdir}; rerun the same command (on any number of processes) "
+        "to resume from it"
+    )
+
+
+def _train(
+    config: ml_collections.ConfigDict, workdir: epath.Path, devices: list[jax.Device] | None
+) -> dict[str, Any]:
+    """The body of :func:`train_and_evaluate` once the workdir is checked."""
+    is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(devices)
     run = build(config, mesh)
     state, step_rng = run.state, run.step_rng
@@ -280,24 +316,26 @@ def train_and_evaluate(
 
     total = int(config.total_steps)
     local_batch = sharding.local_batch_size(batch_size, mesh)
-    train_it = input_lib.train_iterator(
-        config,
-        local_batch=local_batch,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
     ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        workdir / "checkpoints",
         save_every=int(config.checkpoint_every),
         max_to_keep=config.get("keep_checkpoints"),
         keep_every=config.get("keep_checkpoint_every"),
         async_save=bool(config.get("async_checkpoints", True)),
     )
     if ckpt.latest_step() is not None:
-        state, start = ckpt.restore(state, train_it)
+        state, start = ckpt.restore(state)
         log.info("Resumed from %s at step %d.", ckpt.directory, start)
     else:
         start = 0
+    # The input of step s depends on the config and s only: any process count resumes it.
+    train_it = input_lib.train_iterator(
+        config,
+        local_batch=local_batch,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        start_step=start,
+    )
     if is_main:  # what a killed run logged past its last checkpoint is logged again below
         dropped = runfiles.truncate_metrics(workdir, start)
         if dropped:
@@ -380,7 +418,7 @@ def train_and_evaluate(
                 )
             window, t_window, n_window = [], time.perf_counter(), 0
         if save_due:
-            ckpt.save(done, state, train_it, config, force=done == total)
+            ckpt.save(done, state, None, config, force=done == total)
         if eval_due:
             last_eval = run_eval(done)
             t_window = time.perf_counter()

@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 import ml_collections
+from etils import epath
 
 __all__ = [
     "ConfigChangedError",
@@ -39,11 +40,11 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 
     A torn last line (a process killed mid-write) is ignored.
     """
-    path = os.path.join(workdir, METRICS)
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / METRICS
+    if not path.exists():
         return []
     records = []
-    with open(path) as f:
+    with path.open() as f:
         for line in f:
             try:
                 records.append(json.loads(line))
@@ -52,11 +53,11 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     return records
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _atomic_write(path: epath.Path, text: str) -> None:
+    path = epath.Path(path)
+    tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def truncate_metrics(workdir: str, step: int) -> int:
@@ -66,10 +67,10 @@ def truncate_metrics(workdir: str, step: int) -> int:
     Returns:
       The number of records dropped.
     """
-    path = os.path.join(workdir, METRICS)
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / METRICS
+    if not path.exists():
         return 0
-    with open(path) as f:
+    with path.open() as f:
         lines = f.readlines()
     keep = []
     for line in lines:
@@ -117,10 +118,9 @@ class ConfigChangedError(ValueError):
 
 def stored_config(workdir: str) -> dict[str, Any] | None:
     """The config a run directory remembers (``config.json``), or None."""
-    path = os.path.join(workdir, CONFIG)
+    path = epath.Path(workdir) / CONFIG
     try:
-        with open(path) as f:
-            text = f.read()
+        text = path.read_text()
     except FileNotFoundError:
         return None
     try:
@@ -158,7 +158,7 @@ def check_config(
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Writes ``config.json`` atomically (never an empty or half-written file)."""
-    _atomic_write(os.path.join(workdir, CONFIG), config.to_json_best_effort(indent=2))
+    _atomic_write(epath.Path(workdir) / CONFIG, config.to_json_best_effort(indent=2))
 
 
 @dataclasses.dataclass
@@ -197,24 +197,19 @@ class RunStatus:
 
 
 def _checkpoint_config(directory: str, step: int) -> dict[str, Any]:
-    path = os.path.join(directory, str(step), "config", "metadata")
+    path = epath.Path(directory) / str(step) / "config" / "metadata"
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
 
 
 def run_status(workdir: str) -> RunStatus:
     """:class:`RunStatus` of a ``train.py`` run directory (cheap: reads JSON only)."""
-    directory = os.path.join(workdir, "checkpoints")
+    directory = epath.Path(workdir) / "checkpoints"
     steps = []
-    if os.path.isdir(directory):
-        steps = sorted(
-            int(n)
-            for n in os.listdir(directory)
-            if n.isdigit() and os.path.isdir(os.path.join(directory, n))
-        )
+    if directory.is_dir():
+        steps = sorted(int(d.name) for d in directory.iterdir() if d.name.isdigit() and d.is_dir())
     if not steps:
         return RunStatus([], None, False)
     config = _checkpoint_config(directory, steps[-1]) or stored_config(workdir) or {}
