@@ -391,7 +391,7 @@ def triple_arrays(
 def _measure_chunk(loaded, data, index, kinds, options, window, stride, batch_size, log):
     """Every kind's maps and measures on one chunk of triples -> SwapResult."""
     a, partners = data["a"], data["partners"]
-    t = len(a)
+    t, t0 = len(a), time.perf_counter()
     size = a.shape[1:]
     emb_a = explain_api(loaded, a)
     emb_b = explain_api(loaded, partners.reshape(-1, *size)).reshape(t, 2, -1)
@@ -401,6 +401,8 @@ def _measure_chunk(loaded, data, index, kinds, options, window, stride, batch_si
     unit_b = emb_b / np.linalg.norm(emb_b, axis=2, keepdims=True)
     scores = np.einsum("te,tke->tk", unit_a, unit_b)
     drops = scores[:, None, :] - cos  # [T, objects, partners]
+    if log:
+        log(f"  embeddings, objects deleted: {t} triples, {time.perf_counter() - t0:.1f} s")
     maps, metrics = {}, {}
     for kind in kinds:
         t0 = time.perf_counter()
