@@ -274,3 +274,13 @@ def test_evaluate_swap_subcommand_prints_the_table_and_draws(all_photos, loaded3
         visualize.main(["evaluate", "--weights", "w.npz", "--swap", "c"])
     assert info.value.code == 2
     assert "--swap: invalid choice" in capsys.readouterr().err
+
+
+def test_swap_kinds_from_the_command_line():
+    from pairviz_jax.evaluate.swap_report import parse_kinds
+
+    assert parse_kinds(None) == swap.SWAP_KINDS
+    assert parse_kinds(["chefer,ig"]) == ("occlusion", "chefer", "ig", "rollout", "gamma", "random")
+    assert parse_kinds(["paper"])[:3] == ("occlusion", "authors", "transpose")
+    with pytest.raises(ValueError, match="--method lrp: unknown"):
+        parse_kinds(["lrp"])

@@ -16,16 +16,14 @@ FIGURE_KINDS = ("occlusion", "authors", "chefer")
 
 
 def parse_kinds(methods: Sequence[str] | None) -> tuple[str, ...]:
-    """``--method`` values -> the swap test's kinds: the occlusion reference first, the chosen
-    methods, then the baselines (``evaluate.commands.parse_methods``)."""
+    """``--method`` values -> the swap test's kinds: the occlusion reference (always), the
+    chosen methods, then the baselines (``evaluate.commands.parse_methods``; no values: every
+    method, ``SWAP_KINDS``)."""
     from pairviz_jax.evaluate.commands import parse_methods
 
     if not methods:
         return SWAP_KINDS
-    values = [v for v in methods if v.strip() != "occlusion"]
-    chosen = parse_methods(values, ()) if values else ()
-    chosen = tuple(k for k in chosen if k != "rollout_mean")
-    return ("occlusion", *chosen) if chosen else SWAP_KINDS
+    return ("occlusion", *(k for k in parse_methods(methods, ()) if k != "rollout_mean"))
 
 
 def _outline(ax, mask: np.ndarray, colour: str) -> None:
