@@ -209,24 +209,25 @@ def _synthetic_triples(indices, *, split, image_size, seed, normalization):
     return got
 
 
-KINDS = ("occlusion", "chefer", "rollout", "random")
+# The kinds of ``evaluate --swap --method chefer`` (compiled once for both tests: batches of 3).
+KINDS = ("occlusion", "chefer", "rollout", "gamma", "random")
 
 
 def test_evaluate_swap_in_chunks_resumes_and_matches_its_parts(loaded32, tmp_path):
-    kw = dict(kinds=KINDS, window=2, chunk=3, log=None, make_triples=_synthetic_triples)
-    res = swap.evaluate_swap(loaded32, 5, cache_dir=str(tmp_path), **kw)
-    assert len(res) == 5 and len(list(tmp_path.iterdir())) == 2
-    assert list(res.metrics) == list(KINDS) and res.maps["chefer"].shape == (5, 2, 8, 8)
+    kw = dict(kinds=KINDS, chunk=3, batch_size=3, log=None, make_triples=_synthetic_triples)
+    res = swap.evaluate_swap(loaded32, 6, cache_dir=str(tmp_path), **kw)
+    assert len(res) == 6 and len(list(tmp_path.iterdir())) == 2
+    assert list(res.metrics) == list(KINDS) and res.maps["chefer"].shape == (6, 2, 8, 8)
     # The output-agnostic baseline cannot swap; its two maps are one.
     np.testing.assert_array_equal(res.metrics["rollout"]["swap"], 0.0)
     np.testing.assert_allclose(res.metrics["rollout"]["correlation"], 1.0, atol=1e-9)
     # The model-swaps subset and the occlusion row, against the model by hand.
-    data = _synthetic_triples(range(5), split="a", image_size=32, seed=0, normalization=None)
+    data = _synthetic_triples(range(6), split="a", image_size=32, seed=0, normalization=None)
     model, variables = loaded32.model, loaded32.variables
     emb = lambda im: _unit(model.apply(variables, jnp.asarray(im))[0])  # noqa: E731
-    ua, ub = emb(data["a"]), emb(data["partners"].reshape(10, 32, 32, 3)).reshape(5, 2, -1)
+    ua, ub = emb(data["a"]), emb(data["partners"].reshape(12, 32, 32, 3)).reshape(6, 2, -1)
     np.testing.assert_allclose(res.scores, np.einsum("te,tke->tk", ua, ub), atol=2e-6)
-    drops = np.zeros((5, 2, 2))
+    drops = np.zeros((6, 2, 2))
     for o in range(2):
         deleted = np.where(data["a_masks"][:, o][..., None], 0.0, data["a"])
         drops[:, o] = res.scores - np.einsum("te,tke->tk", emb(deleted), ub)
@@ -245,7 +246,7 @@ def test_evaluate_swap_in_chunks_resumes_and_matches_its_parts(loaded32, tmp_pat
         raise AssertionError("a finished chunk was computed again")
 
     again = swap.evaluate_swap(
-        loaded32, 5, cache_dir=str(tmp_path), **{**kw, "make_triples": broken}
+        loaded32, 6, cache_dir=str(tmp_path), **{**kw, "make_triples": broken}
     )
     for kind in KINDS:
         for name, v in res.metrics[kind].items():
