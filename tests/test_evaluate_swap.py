@@ -240,7 +240,7 @@ def test_evaluate_swap_in_chunks_resumes_and_matches_its_parts(loaded32, tmp_pat
         np.testing.assert_allclose(res.metrics["occlusion"][name], v, atol=1e-6)
     table = res.table()
     assert f"the model's cosine swaps in {int(res.model_swaps.sum())}" in table
-    assert "| occlusion (the model itself; reference) |" in table
+    assert "| occlusion (Zeiler & Fergus, ECCV 2014; the reference) |" in table
 
     def broken(*args, **kwargs):
         raise AssertionError("a finished chunk was computed again")
@@ -266,7 +266,9 @@ def test_evaluate_swap_subcommand_prints_the_table_and_draws(all_photos, loaded3
     out = captured.out
     assert "## tiny: swap test, photo half a (development)" in out
     assert "| map | swap accuracy ↑ |" in out
-    assert "| occlusion (the model itself; reference) | " in out and "| random | " in out
+    assert (
+        "| occlusion (Zeiler & Fergus, ECCV 2014; the reference) | " in out and "| random | " in out
+    )
     assert "Paired differences against occlusion" in out
     assert "swap half a: 3/3 triples" in captured.err
     figure = str(tmp_path / "ev_swap_a.png")

@@ -6,8 +6,10 @@ cosine with each partner is measured again. The occlusion map of image A against
 
     O_k[t] = mean over the windows w covering token t of  cos(A, u_k) - cos(A with w deleted, u_k)
 
-(positive: the token supports the similarity). It explains nothing about the model's inner
-workings; it is the reference a map is checked against. ``occluded_cosines`` is the general
+(positive: the token supports the similarity): occlusion sensitivity (Zeiler & Fergus,
+"Visualizing and Understanding Convolutional Networks", ECCV 2014) of the pair's cosine. It
+explains nothing about the model's inner workings; it is the reference a map is checked
+against. ``occluded_cosines`` is the general
 form: any masks per image (``swap`` deletes whole pasted objects with it).
 
 Cost: one forward per mask (M = ceil((g - window) / stride + 1)^2 windows on a g x g grid,

@@ -71,7 +71,7 @@ HEADS = {
     "right_minus_wrong": "right − wrong energy ↑",
     "correlation": "partner correlation ↓",
 }
-_LABELS = {**LABELS, "occlusion": "occlusion (the model itself; reference)"}
+_LABELS = {**LABELS, "occlusion": "occlusion (Zeiler & Fergus, ECCV 2014; the reference)"}
 
 
 # --------------------------------------------------------------------------- the adapter
