@@ -10,7 +10,9 @@ random) are measured the same way on data whose answer is known:
 * ``measures`` — deletion and insertion AUC of the pair's cosine, energy in mask, pointing
   game, shared share and pair sensitivity (share swing, map correlation);
 * ``kinds`` — the maps, by name; ``core.measure`` runs any kinds on any such data;
-* ``results`` — per-pair results, mean ± standard error, paired differences, tables, curves.
+* ``results`` — per-pair results, mean ± standard error, paired differences, tables, curves;
+* ``swap`` — the swap test (A holds X and Y, B1 holds X, B2 holds Y: does A's map follow its
+  partner?), against ``occlusion``, the model's own cosine with patches deleted.
 """
 
 from pairviz_jax.evaluate.core import faithfulness, measure
@@ -31,6 +33,7 @@ from pairviz_jax.evaluate.measures import (
     step_masks,
     to_pixels,
 )
+from pairviz_jax.evaluate.occlusion import occluded_cosines, occlusion_maps
 from pairviz_jax.evaluate.photos import PHOTO_KINDS, evaluate_photos, photo_pairs
 from pairviz_jax.evaluate.results import (
     BASELINES,
@@ -42,6 +45,7 @@ from pairviz_jax.evaluate.results import (
     halves_table,
     plot_curves,
 )
+from pairviz_jax.evaluate.swap import SWAP_KINDS, SwapResult, evaluate_swap, swap_measures
 
 __all__ = [
     "BASELINES",
@@ -52,7 +56,9 @@ __all__ = [
     "METHOD_KINDS",
     "METRICS",
     "PHOTO_KINDS",
+    "SWAP_KINDS",
     "Faithfulness",
+    "SwapResult",
     "auc",
     "baseline_images",
     "concatenate",
@@ -60,6 +66,7 @@ __all__ = [
     "energy_in_mask",
     "evaluate_demo",
     "evaluate_photos",
+    "evaluate_swap",
     "faithfulness",
     "gaussian_blur",
     "halves_table",
@@ -67,6 +74,8 @@ __all__ = [
     "map_correlation",
     "measure",
     "normalised_pixels",
+    "occluded_cosines",
+    "occlusion_maps",
     "patch_order",
     "photo_pairs",
     "plot_curves",
@@ -75,5 +84,6 @@ __all__ = [
     "share_swing",
     "shared_share",
     "step_masks",
+    "swap_measures",
     "to_pixels",
 ]

@@ -77,12 +77,19 @@ def run(
     curve_pairs: int | None = None,
     cache: str | None = None,
     figure: str | None = None,
+    swap: str | None = None,
 ) -> tuple[str, list[str]]:
     """Runs one benchmark; returns (the report text, the PNGs written). ``figure``: also
     draw every method on one photo pair and one distractor pair (``figures``)."""
     kinds = parse_methods(methods, PHOTO_KINDS if photos else KINDS)
     method_options = parse_options(options)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if swap:  # the swap test on photo half "a" or "b" instead, ``pairs`` triples
+        from pairviz_jax.evaluate import swap_report
+
+        return swap_report.run(
+            loaded, out=out, half=swap, triples=pairs, methods=methods, options=options, cache=cache
+        )
     drawn = []
     if figure:
         from pairviz_jax.evaluate.figures import FIGURE_KINDS, methods_figure

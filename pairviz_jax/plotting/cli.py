@@ -272,6 +272,13 @@ def evaluate_arguments(p):
     p.add_argument(
         "--photos", action="store_true", help="real-photo copy-paste pairs (both halves)"
     )
+    p.add_argument(
+        "--swap",
+        nargs="?",
+        const="a",
+        choices=("a", "b"),
+        help="the swap test on real-photo triples of half a (development) or b (held out)",
+    )
     p.add_argument("--pairs", type=int, help="pairs (demo: 128; photos: per half, 100)")
     p.add_argument("--steps", type=int, help="points of the curves, minus one (demo 16, photos 8)")
     p.add_argument("--baseline", choices=("mean", "blur"), default="mean", help="deleted patches")
@@ -315,6 +322,7 @@ def evaluate(args) -> list[str]:
             curve_pairs=args.curve_pairs,
             cache=args.cache,
             figure=args.figure,
+            swap=args.swap,
         )
     except (ValueError, ImportError) as e:
         raise InputError(str(e)) from None
