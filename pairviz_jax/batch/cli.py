@@ -6,7 +6,10 @@ import argparse
 import os
 
 from pairviz_jax import runs
-from pairviz_jax.batch.job import DEFAULT_SHARD_SIZE, run_loaded
+
+# batch.job.DEFAULT_SHARD_SIZE, written out so that ``--help`` imports no JAX (a test
+# checks that the two agree).
+DEFAULT_SHARD_SIZE = 65536
 
 __all__ = ["add_arguments", "run"]
 
@@ -47,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> list[str]:
     runs.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    from pairviz_jax.batch.job import run_loaded
+
     m = runs.model_from_args(args)
     try:
         run_loaded(

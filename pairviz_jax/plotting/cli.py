@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from pairviz_jax import runs
-from pairviz_jax.runs import InputError
+from pairviz_jax.runs.errors import InputError
 
 __all__ = ["Command", "HelpFormatter", "add_render_arguments", "pick_steps", "style_from_args"]
 
@@ -86,10 +86,13 @@ def add_render_arguments(p: argparse.ArgumentParser, name: str) -> None:
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
 
-def _method_names() -> tuple[str, ...]:
-    from pairviz_jax.explain import methods
+# explain.methods.METHODS, written out so that building the parser (``--help``) imports no
+# JAX; a test checks that the two agree.
+METHOD_NAMES = ("paper", "chefer", "conservative", "gradxinput", "ig")
 
-    return ("paper", *sorted(set(methods.METHODS) - {"paper"}))
+
+def _method_names() -> tuple[str, ...]:
+    return METHOD_NAMES
 
 
 def _gallery_options(p: argparse.ArgumentParser, top: int | None) -> None:
