@@ -80,6 +80,13 @@ def run(
 ) -> tuple[str, list[str]]:
     """Runs one benchmark; returns (the report text, the PNGs written). ``figure``: also
     draw every method on one photo pair and one distractor pair (``figures``)."""
+    for name, value, low in (
+        ("--pairs", pairs, 1),
+        ("--steps", steps, 1),
+        ("--curve-pairs", curve_pairs, 0),
+    ):
+        if value is not None and value < low:
+            raise ValueError(f"{name} {value}: expected a number >= {low}")
     kinds = parse_methods(methods, PHOTO_KINDS if photos else KINDS)
     method_options = parse_options(options)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -94,8 +101,8 @@ def run(
     if not photos:
         result = evaluate_demo(
             loaded,
-            pairs or 128,
-            steps=steps or 16,
+            128 if pairs is None else pairs,
+            steps=16 if steps is None else steps,
             baseline=baseline,
             distractor=distractor,
             kinds=kinds,
@@ -107,11 +114,11 @@ def run(
     cache = cache or os.path.splitext(out)[0] + "_chunks"
     results = evaluate_photos(
         loaded,
-        pairs or 100,
+        100 if pairs is None else pairs,
         distractor=distractor,
         kinds=kinds,
         method_options=method_options,
-        steps=steps or 8,
+        steps=8 if steps is None else steps,
         curve_pairs=CURVE_PAIRS if curve_pairs is None else curve_pairs,
         baseline=baseline,
         cache_dir=cache,

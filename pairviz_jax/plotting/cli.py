@@ -303,6 +303,11 @@ def evaluate_arguments(p):
 def evaluate(args) -> list[str]:
     from pairviz_jax.evaluate import commands
 
+    try:  # the method names and options, before the model is loaded
+        commands.parse_methods(args.method, ())
+        commands.parse_options(args.option)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     m = runs.model_from_args(args)
     try:
         text, paths = commands.run(

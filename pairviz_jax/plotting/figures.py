@@ -389,24 +389,37 @@ def rollout_figure(
 
 
 def save_figure(fig: Figure, path: str, *, pdf: bool = False, dpi: int | None = None) -> list[str]:
-    """Writes ``fig`` as PNG at ``path`` (and ``.pdf`` beside it with ``pdf``); closes it.
+    """Writes ``fig`` at ``path`` in the format its extension names (``.png``, ``.jpg``,
+    ``.jpeg``, ``.pdf``, ``.svg``; no extension: ``path + ".png"``), and with ``pdf`` a PDF
+    beside it; closes the figure.
 
     Returns:
       The paths written.
     """
-    png = path if os.path.splitext(path)[1].lower() == ".png" else path + ".png"
-    directory = os.path.dirname(os.path.abspath(png))
-    os.makedirs(directory, exist_ok=True)
+    ext = os.path.splitext(path)[1].lower()
+    if not ext:
+        path, ext = path + ".png", ".png"
+    if ext not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
+        raise ValueError(f"{path}: expected a .png, .jpg, .jpeg, .pdf or .svg file")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     written = []
     try:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi or fig.dpi)
-        with Image.open(buffer) as rgba:  # opaque figure: RGB compresses better than RGBA
-            rgba.convert("RGB").save(png, optimize=True)
-        written.append(png)
-        if pdf:
-            fig.savefig(os.path.splitext(png)[0] + ".pdf")
-            written.append(os.path.splitext(png)[0] + ".pdf")
+        if ext in (".png", ".jpg", ".jpeg"):
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=dpi or fig.dpi)
+            with Image.open(buffer) as rgba:  # opaque figure: RGB compresses better than RGBA
+                rgb = rgba.convert("RGB")
+                if ext == ".png":
+                    rgb.save(path, optimize=True)
+                else:
+                    rgb.save(path, format="JPEG", quality=95)
+        else:
+            fig.savefig(path, dpi=dpi or fig.dpi)
+        written.append(path)
+        pdf_path = os.path.splitext(path)[0] + ".pdf"
+        if pdf and ext != ".pdf":
+            fig.savefig(pdf_path)
+            written.append(pdf_path)
     finally:
         plt.close(fig)
     return written
