@@ -111,7 +111,7 @@ def run_source(flag: str, path: str | None, *, may_be_new: bool = False) -> None
             _writable_parent(flag, path)
             return
         raise InputError(
-            f"{flag} {path}: no such run; expected {expected} "
+            f"{flag} {path}: no such directory or file; expected {expected} "
             "pairviz_jax/plotting/assets/demo_run.npz"
         )
     if os.path.isfile(path) and not path.lower().endswith(".npz"):

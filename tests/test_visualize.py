@@ -496,7 +496,7 @@ def test_bad_dataset_references(run_dir, capsys):
     "argv, needle",
     [
         (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["pair", "a.png", "b.png", "--workdir", "w", "--frob"], "unrecognized arguments: --frob"),
+        (["pair", "a.png", "b.png", "--workdir", "w", "--frob"], "unrecognized option --frob"),
         (["pair", "a.png", "b.png"], "one of the arguments --workdir --weights is required"),
         (["pair", "a.png", "b.png", "--workdir", "w", "--step", "x"], "--step: invalid int"),
         (["pair", "a", "b", "--workdir", "w", "--style", "neon"], "--style: invalid choice"),
