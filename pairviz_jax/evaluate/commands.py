@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from collections.abc import Sequence
 
 from pairviz_jax.evaluate.demo import evaluate_demo
@@ -63,6 +64,10 @@ def parse_options(values: Sequence[str]) -> dict[str, dict]:
     return out
 
 
+def _progress(message: str) -> None:
+    print(f"evaluate: {message}", file=sys.stderr, flush=True)
+
+
 def run(
     loaded,
     *,
@@ -108,6 +113,7 @@ def run(
             kinds=kinds,
             method_options=method_options,
             curve_pairs=curve_pairs,
+            log=_progress,
         )
         text = f"{result.table()}\n\n{note}\n{result.comparisons()}"
         return text, [plot_curves(result, out, title=loaded.label), *drawn]
