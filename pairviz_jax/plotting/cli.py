@@ -137,7 +137,14 @@ def _save(fig, args) -> list[str]:
 def _kw(args) -> dict:
     if args.method != "paper" and args.convention != "authors":
         raise InputError(f"--convention applies to --method paper, not to --method {args.method}")
-    return dict(style=style_from_args(args), convention=args.convention, method=args.method)
+    import dataclasses
+
+    from pairviz_jax.plotting.figures import map_quantity
+
+    style = dataclasses.replace(
+        style_from_args(args), map_label=map_quantity(args.method, args.convention)
+    )
+    return dict(style=style, convention=args.convention, method=args.method)
 
 
 def _read(args, ref, m):
