@@ -111,6 +111,8 @@ class _Parser(argparse.ArgumentParser):
         elif message.startswith("unrecognized arguments:"):
             extra = message.split(":", 1)[1].split()
             message = self._unknown_option(extra) or f"unexpected argument {extra[0]}"
+        if "--workdir --weights is required" in message:
+            message += f" (e.g. --workdir {checks.DEMO_RUN}, the embedded demo model)"
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
 
 

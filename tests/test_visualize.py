@@ -278,7 +278,7 @@ def test_retrieve_with_compare_and_green_borders(
         assert axes[0].get_ylabel() == m.label
         for ax, g in zip(axes[1:], best, strict=True):
             name = gallery.examples[g].name
-            assert ax.get_title() == f"{name}  {cos[g]:.3f}"
+            assert ax.get_title() == f"{name}\ncosine {cos[g]:.3f}"
             want, _, _ = _reference_pair(m, gallery.examples[g].key, query)
             np.testing.assert_allclose(_heat(ax), want, rtol=1e-3, atol=1e-5)
 
@@ -335,8 +335,8 @@ def test_training(run_dir, tmp_path, capsys, captured):
     # Each row's maps come from its own checkpoint.
     for r, step in enumerate((1, 2, 3)):
         m = plotting.load_run(run_dir, step)
-        name, score = fig.axes[r * 4 + 1].get_title().split()
-        g = f"demo:test:{int(name[1:])}"
+        name, score = fig.axes[r * 4 + 1].get_title().split("\ncosine ")
+        g = f"demo:test:{int(name.split()[-1])}"
         want, _, s_ref = _reference_pair(m, g, "demo:test:0")
         np.testing.assert_allclose(_heat(fig.axes[r * 4 + 1]), want, rtol=1e-3, atol=1e-5)
         assert score == f"{s_ref:.3f}"

@@ -56,7 +56,9 @@ def add_model_arguments(
     else:
         src = g.add_mutually_exclusive_group(required=True)
         src.add_argument(
-            "--workdir", help="a train.py run directory (checkpoints/<step>/) or exported run"
+            "--workdir",
+            help="a train.py run directory (checkpoints/<step>/) or an exported run, e.g. the "
+            "embedded demo model pairviz_jax/plotting/assets/demo_run.npz",
         )
         if weights:
             src.add_argument(
