@@ -521,7 +521,8 @@ def test_option_values_are_checked(run_dir, capsys):
     "argv, rc, needle",
     [
         (["bogus-subcommand"], 2, "invalid choice"),
-        (["pair", "missing_a.png", "missing_b.png", "--workdir", "."], 1, "no checkpoints"),
+        (["pair", "missing_a.png", "missing_b.png", "--workdir", "."], 1, "missing_a.png"),
+        (["pair", "demo:test:0", "demo:test:1", "--workdir", "."], 1, "no checkpoints"),
     ],
 )
 def test_terminal_sees_one_line_and_exit_status(argv, rc, needle):
@@ -739,7 +740,7 @@ def test_training_has_no_step_option(run_dir, capsys):
     with pytest.raises(SystemExit) as info:
         visualize.main([*argv, "--step", "10"])  # was accepted and ignored
     assert info.value.code == 2
-    assert "unrecognized arguments: --step 10" in capsys.readouterr().err
+    assert "unrecognized option --step; did you mean --steps?" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", sorted(visualize.COMMANDS))

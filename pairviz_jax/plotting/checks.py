@@ -118,7 +118,7 @@ def _images(args: argparse.Namespace) -> None:
     for ref in refs:
         if ref is not None and not os.path.exists(ref) and not _EXAMPLE_REF.fullmatch(ref):
             raise InputError(
-                f"{ref}: no such image file; expected a file or DATASET:SPLIT:INDEX "
+                f"{ref}: no such file; expected an image file or DATASET:SPLIT:INDEX "
                 "(e.g. demo:test:0)"
             )
     gallery = getattr(args, "gallery", None)
