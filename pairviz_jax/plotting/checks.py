@@ -148,7 +148,8 @@ def _subcommand(args: argparse.Namespace) -> None:
 
     if args.command == "batch" and args.method not in METHOD_NAMES:
         raise InputError(
-            f"--method {args.method}: unknown; expected one of {', '.join(METHOD_NAMES)}"
+            f"--method {args.method}: unknown method {args.method!r}; expected one of "
+            f"{', '.join(METHOD_NAMES)}"
         )
     if args.command == "demo":
         check.existing("--config", args.config.partition(":")[0], "config file")
