@@ -13,6 +13,7 @@ input.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Callable
 from typing import NamedTuple
@@ -308,6 +309,12 @@ def evaluate_arguments(p):
 
 
 def evaluate(args) -> list[str]:
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    say("evaluate: loading JAX and the model (progress lines follow each step)")
     from pairviz_jax.evaluate import commands
 
     try:  # the method names and options, before the model is loaded
@@ -316,6 +323,7 @@ def evaluate(args) -> list[str]:
     except ValueError as e:
         raise InputError(str(e)) from None
     m = runs.model_from_args(args)
+    say(f"evaluate: model {m.label} loaded ({time.perf_counter() - t0:.1f} s)")
     try:
         text, paths = commands.run(
             m,
