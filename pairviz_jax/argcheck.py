@@ -35,7 +35,7 @@ def at_least(flag: str, value: float | None, low: float, what: str = "") -> None
 
 def between(flag: str, value: float | None, low: float, high: float) -> None:
     if value is not None and not low <= value <= high:
-        raise InputError(f"{flag} {value}: expected a number from {low} to {high}")
+        raise InputError(f"{flag} {value}: expected {low} to {high}")
 
 
 def _writable_parent(flag: str, path: str) -> None:

@@ -140,7 +140,7 @@ VISUALIZE = [
     (["explore", "{img}", "{img}", "--workdir", RUN, "--head-fusion", "sum"], 2, "--head-fusion"),
     (["report", "{tmp}/nojob"], 1, "nojob"),
     (["report", "README.md"], 1, "README.md"),
-    (["report", "{dir}"], 1, "not a visualize.py batch"),
+    (["report", "{dir}"], 1, "no batch job here"),
     (["report", "{job}"], 1, "--partial"),
     (["report", "{job}", "--partial", "--per-page", "0"], 1, "--per-page 0"),
     (["report", "{job}", "--partial", "--thumb", "5"], 1, "--thumb 5"),

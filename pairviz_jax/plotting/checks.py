@@ -78,6 +78,8 @@ def _outputs(args: argparse.Namespace) -> None:
     if args.command in FIGURE_COMMANDS:
         check.new_file("--out", out)
     elif args.command == "explore":
+        if not out.lower().endswith((".html", ".htm")):
+            raise InputError(f"--out {out}: expected an .html file")
         check.new_file("--out", out, (".html", ".htm"))
     elif args.command in ("batch", "demo"):
         check.new_dir("--out", out)
@@ -166,7 +168,8 @@ def _subcommand(args: argparse.Namespace) -> None:
                     "the batch job has not finished (no manifest.json); add --partial to "
                     "report the shards written so far, or rerun the batch command to finish it"
                     if started
-                    else "not a visualize.py batch --out folder (no job.json, no manifest.json)"
+                    else "no batch job here (no job.json, no manifest.json); expected a "
+                    "visualize.py batch --out folder"
                 )
             )
 
