@@ -314,7 +314,6 @@ def evaluate(args) -> list[str]:
 
     t0 = time.perf_counter()
     say = functools.partial(print, file=sys.stderr, flush=True)
-    say("evaluate: loading JAX and the model (progress lines follow each step)")
     from pairviz_jax.evaluate import commands
 
     try:  # the method names and options, before the model is loaded
@@ -322,6 +321,7 @@ def evaluate(args) -> list[str]:
         commands.parse_options(args.option)
     except ValueError as e:
         raise InputError(str(e)) from None
+    say(f"evaluate: loading the model ({time.perf_counter() - t0:.1f} s; a line follows each step)")
     m = runs.model_from_args(args)
     say(f"evaluate: model {m.label} loaded ({time.perf_counter() - t0:.1f} s)")
     try:
