@@ -38,6 +38,10 @@ The object masks are rectangles (``shape="box"``) or the ellipses inscribed in t
 (``shape="ellipse"``, less of the source photo's background). Every pair is a pure function
 of its seed. With a distractor, the same B has two partners, one per pasted object:
 ``pair.partners`` [K, S, S, 3] and ``pair.b_masks`` [K, S, S] (pair sensitivity).
+
+``python -m pairviz_jax.data.photos --write DIR`` writes image files to try the commands on
+(:func:`write`): the README's pair ``cat.png`` / ``coffee_with_cat.png`` and a gallery
+``gallery/<photo>/<k>.png`` labelled by class folder.
 """
 
 from __future__ import annotations
