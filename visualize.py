@@ -33,12 +33,13 @@ listed in ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 
 from pairviz_jax import runs
 from pairviz_jax.batch import cli as batch_cli
-from pairviz_jax.plotting import cli, demo
+from pairviz_jax.plotting import checks, cli, demo
 from pairviz_jax.plotting.cli import Command
 from pairviz_jax.viewer import cli as viewer_cli
 
@@ -78,9 +79,40 @@ COMMANDS.update({name: Command(*sub) for name, sub in viewer_cli.COMMANDS.items(
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump) and exit status 2."""
+    """argparse with one-line errors (no usage dump) and exit status 2; an unknown option is
+    named (with the closest known one) before any complaint about a missing required one."""
+
+    _innermost: _Parser | None = None  # the last (sub)parser that parsed: its options count
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._seen = list(sys.argv[1:] if args is None else args)
+        _Parser._innermost = self
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_option(self, tokens: list[str] | None = None) -> str | None:
+        parser = _Parser._innermost or self
+        options = parser._option_string_actions
+        known = [s for s in options if s.startswith("--")]
+        for token in getattr(parser, "_seen", []) if tokens is None else tokens:
+            if token == "--":
+                break
+            name = token.split("=", 1)[0]
+            if name.startswith("-") and len(name) > 1 and not name[1:2].isdigit():
+                if name not in options:
+                    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+                    hint = f"; did you mean {close[0]}?" if close else ""
+                    return f"unrecognized option {name}{hint}"
+        return None
 
     def error(self, message: str):
+        unknown = self._unknown_option()
+        if unknown is not None and "unrecognized" not in message:
+            message = unknown
+        elif message.startswith("unrecognized arguments:"):
+            extra = message.split(":", 1)[1].split()
+            message = self._unknown_option(extra) or f"unexpected argument {extra[0]}"
+        if "--workdir --weights is required" in message:
+            message += f" (e.g. --workdir {checks.DEMO_RUN}, the embedded demo model)"
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
 
 
@@ -116,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
+        checks.check_args(args)  # every value, before anything is loaded or computed
         written = args.run(args)
     except runs.InputError as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -24,8 +24,13 @@ def loaded():
 
 
 @pytest.fixture
-def tiny_model(loaded, monkeypatch):
+def tiny_model(loaded, monkeypatch, tmp_path_factory):
     monkeypatch.setattr(runs, "model_from_args", lambda args, prefix="": loaded)
+    # --weights must name a file (checked before loading); the loader is replaced.
+    here = tmp_path_factory.mktemp("weights")
+    for name in ("unused.npz", "w.npz"):
+        (here / name).write_bytes(b"")
+    monkeypatch.chdir(here)
     return loaded
 
 

@@ -239,6 +239,8 @@ def test_evaluate_subcommand_on_photos(real_photos, loaded32, monkeypatch, tmp_p
     from pairviz_jax import runs
 
     monkeypatch.setattr(runs, "model_from_args", lambda args: loaded32)
+    (tmp_path / "w.npz").write_bytes(b"")  # --weights must name a file; the loader is replaced
+    monkeypatch.chdir(tmp_path)
     png = str(tmp_path / "photos.png")
     argv = ["evaluate", "--weights", "w.npz", "--photos", "--distractor", "--pairs", "2"]
     argv += ["--steps", "2", "--method", "chefer,paper", "--out", png]

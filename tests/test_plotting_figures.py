@@ -28,7 +28,7 @@ def test_pair_modern_shares_one_scale_and_has_a_colour_bar():
     overlays = [ax.images[-1] for ax in fig.axes[1:3]]
     assert overlays[0].norm.vmin == overlays[1].norm.vmin
     assert overlays[0].norm.vmax == overlays[1].norm.vmax
-    assert [ax.get_title() for ax in fig.axes[:4]] == ["P", "P|Q", "Q|P", "Q"]
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["P", "P:\nmap vs Q", "Q:\nmap vs P", "Q"]
     assert "0.812" in fig._suptitle.get_text() or "0.813" in fig._suptitle.get_text()
 
 
@@ -47,7 +47,7 @@ def test_matrix_layout_and_checks():
     scores = RNG.uniform(size=(n, n))
     fig = figures.matrix_figure([_img() for _ in range(n)], maps, scores)
     assert len(fig.axes) == n * n + 1
-    assert fig.axes[1].get_title().startswith("A|B")
+    assert fig.axes[1].get_title().startswith("A vs B\ncosine")
     assert fig.axes[0].get_title() == "A" and not fig.axes[0].images[0].get_array().ndim == 2
     with pytest.raises(ValueError, match="at least 2"):
         figures.matrix_figure([_img()], maps[:1, :1], scores[:1, :1])
@@ -84,15 +84,16 @@ def test_class_map_and_rollout_layouts():
     assert len(fig.axes) == 2 * 2 + 2  # a colour bar under each map
     for ax, m in zip(fig.axes[2:4], maps, strict=True):  # each map on its own scale
         norm = ax.images[-1].norm
-        assert (norm.vmin, norm.vmax) == (m.min(), m.max())
-    assert fig._suptitle.get_text() == "run @ step 9"
+        top = np.abs(m).max()  # a signed map: centred at 0
+        assert (norm.vmin, norm.vmax) == ((-top, top) if m.min() < 0 else (m.min(), m.max()))
+    assert fig._suptitle.get_text() == "run @ step 9"  # class maps: no pair, no score
     fig = figures.rollout_figure(_img(), _img(), _map(), _map(), _map(), _map(), 0.25)
     assert len(fig.axes) == 6 + 2
     assert [fig.axes[i].get_title() for i in (1, 2, 4, 5)] == [
-        "rollout A",
-        "A|B",
-        "rollout B",
-        "B|A",
+        "A:\nrollout (any output)",
+        "A:\nmap vs B",
+        "B:\nrollout (any output)",
+        "B:\nmap vs A",
     ]
     with pytest.raises(ValueError):
         figures.class_map_figure([_img()], [], ["x"])

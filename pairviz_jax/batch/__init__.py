@@ -76,21 +76,31 @@ directory, commits, ``BatchResults``), ``shards`` (one shard computed and commit
 (``visualize.py batch``).
 """
 
-from pairviz_jax.batch.claims import DEFAULT_LEASE, Worker
-from pairviz_jax.batch.embed import embed_images
-from pairviz_jax.batch.images import ImageLoader
-from pairviz_jax.batch.job import (
-    DEFAULT_DEVICE_BUDGET,
-    DEFAULT_SHARD_SIZE,
-    BatchOptions,
-    JobConflict,
-    run_batch,
-    run_loaded,
-)
-from pairviz_jax.batch.kernels import top_k_pairs
-from pairviz_jax.batch.pairs import AllPairs, ArrayPairs, image_keys, read_keys, read_pairs_file
-from pairviz_jax.batch.progress import Progress
-from pairviz_jax.batch.store import BatchResults, clean_stale, params_fingerprint
+import importlib
+
+# name -> its module, imported on first use: ``visualize.py --help`` imports no JAX.
+_WHERE = {
+    "embed_images": "pairviz_jax.batch.embed",
+    "ImageLoader": "pairviz_jax.batch.images",
+    "DEFAULT_LEASE": "pairviz_jax.batch.claims",
+    "Worker": "pairviz_jax.batch.claims",
+    "DEFAULT_DEVICE_BUDGET": "pairviz_jax.batch.job",
+    "DEFAULT_SHARD_SIZE": "pairviz_jax.batch.job",
+    "BatchOptions": "pairviz_jax.batch.job",
+    "JobConflict": "pairviz_jax.batch.job",
+    "run_batch": "pairviz_jax.batch.job",
+    "run_loaded": "pairviz_jax.batch.job",
+    "top_k_pairs": "pairviz_jax.batch.kernels",
+    "AllPairs": "pairviz_jax.batch.pairs",
+    "ArrayPairs": "pairviz_jax.batch.pairs",
+    "image_keys": "pairviz_jax.batch.pairs",
+    "read_keys": "pairviz_jax.batch.pairs",
+    "read_pairs_file": "pairviz_jax.batch.pairs",
+    "Progress": "pairviz_jax.batch.progress",
+    "BatchResults": "pairviz_jax.batch.store",
+    "clean_stale": "pairviz_jax.batch.store",
+    "params_fingerprint": "pairviz_jax.batch.store",
+}
 
 __all__ = [
     "DEFAULT_DEVICE_BUDGET",
@@ -114,3 +124,22 @@ __all__ = [
     "run_loaded",
     "top_k_pairs",
 ]
+
+
+def __getattr__(name: str):
+    """Imports ``name`` (a function, class or submodule) from its module on first use."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    else:
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

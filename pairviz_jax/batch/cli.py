@@ -9,7 +9,11 @@ import sys
 
 from pairviz_jax import runs
 from pairviz_jax.batch.claims import DEFAULT_LEASE
-from pairviz_jax.batch.job import DEFAULT_DEVICE_BUDGET, DEFAULT_SHARD_SIZE, run_loaded
+
+# batch.options' defaults, written out so that ``--help`` imports no JAX (a test checks
+# that they agree).
+DEFAULT_SHARD_SIZE = 65536
+DEFAULT_DEVICE_BUDGET = 1 << 30
 
 __all__ = ["add_arguments", "run"]
 
@@ -75,6 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[str]:
+    from pairviz_jax.batch.job import run_loaded
+
     if args.coordinator or args.num_processes:
         sys.stderr.write(
             "note: batch needs no --coordinator/--num-processes: every process is an "

@@ -38,6 +38,10 @@ The object masks are rectangles (``shape="box"``) or the ellipses inscribed in t
 (``shape="ellipse"``, less of the source photo's background). Every pair is a pure function
 of its seed. With a distractor, the same B has two partners, one per pasted object:
 ``pair.partners`` [K, S, S, 3] and ``pair.b_masks`` [K, S, S] (pair sensitivity).
+
+``python -m pairviz_jax.data.photos --write DIR`` writes image files to try the commands on
+(:func:`write`): the README's pair ``cat.png`` / ``coffee_with_cat.png`` and a gallery
+``gallery/<photo>/<k>.png`` labelled by class folder.
 """
 
 from __future__ import annotations
@@ -442,3 +446,81 @@ def stack(pairs: Sequence[Pair]) -> dict[str, np.ndarray]:
         "partner_masks": np.stack([p.partner_masks for p in pairs]),
         "b_masks": np.stack([p.b_masks for p in pairs]),
     }
+
+
+# ----------------------------------------------------------------------------- files for the README
+
+README_PAIR = ("chelsea", "coffee")  # the README's pair: chelsea's cat pasted into coffee
+
+
+def readme_pair(size: int = 224) -> Pair:
+    """The first seed's pair (with a distractor) that cuts ``chelsea``'s cat into ``coffee``."""
+    for seed in range(200):
+        pair = make_pair(seed, size=size, distractor=True)
+        if pair.ids[:2] == README_PAIR:
+            return pair
+    raise ValueError("no chelsea -> coffee pair among the first 200 seeds")
+
+
+def write(folder: str, size: int = 224, per_object: int = 2) -> list[str]:
+    """Writes real-photo images to try the commands on (PNG files, ``size`` px squares).
+
+    * ``cat.png``, ``coffee_with_cat.png``: the README's pair (:func:`readme_pair`);
+    * ``gallery/<photo>/<k>.png``: a gallery labelled by class folder: for every photo,
+      ``per_object`` copy-paste B images with its object pasted into another photo
+      (``make_pair`` seeds ``(7, i)``) and its object alone (``0.png``).
+
+    Returns:
+      The paths written.
+    """
+    written = []
+
+    def save(image, *parts):
+        path = os.path.join(folder, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(np.asarray(image, np.uint8)).save(path)
+        written.append(path)
+
+    pair = readme_pair(size)
+    save(pair.a, "cat.png")
+    save(pair.b, "coffee_with_cat.png")
+    counts: dict[str, int] = {}
+    for i in range(200):
+        if all(counts.get(n, 0) > per_object for n in names()):
+            break
+        p = make_pair((7, i), size=size)
+        k = counts.get(p.ids[0], 0)
+        if k > per_object:
+            continue
+        save(p.a if k == 0 else p.b, "gallery", p.ids[0], f"{k}.png")
+        counts[p.ids[0]] = k + 1
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pairviz_jax.data.photos --write DIR [--size S]``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m pairviz_jax.data.photos",
+        description="Write real-photo images (the README's pair and a labelled gallery).",
+    )
+    p.add_argument("--write", metavar="DIR", required=True, help="folder to write into")
+    p.add_argument("--size", type=int, default=224, help="side of every image in pixels")
+    args = p.parse_args(argv)
+    if args.size < 16:
+        p.error(f"--size {args.size}: expected at least 16 pixels")
+    if os.path.exists(args.write) and not os.path.isdir(args.write):
+        p.error(f"--write {args.write}: a file; expected a folder")
+    try:
+        paths = write(args.write, args.size)
+    except (ImportError, OSError) as e:
+        print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(paths)} images to {args.write} ({paths[0]}, {paths[1]}, gallery/...)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

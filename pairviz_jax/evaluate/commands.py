@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from collections.abc import Sequence
 
 from pairviz_jax.evaluate.demo import evaluate_demo
@@ -63,6 +64,10 @@ def parse_options(values: Sequence[str]) -> dict[str, dict]:
     return out
 
 
+def _progress(message: str) -> None:
+    print(f"evaluate: {message}", file=sys.stderr, flush=True)
+
+
 def run(
     loaded,
     *,
@@ -81,6 +86,13 @@ def run(
 ) -> tuple[str, list[str]]:
     """Runs one benchmark; returns (the report text, the PNGs written). ``figure``: also
     draw every method on one photo pair and one distractor pair (``figures``)."""
+    for name, value, low in (
+        ("--pairs", pairs, 1),
+        ("--steps", steps, 1),
+        ("--curve-pairs", curve_pairs, 0),
+    ):
+        if value is not None and value < low:
+            raise ValueError(f"{name} {value}: expected a number >= {low}")
     kinds = parse_methods(methods, PHOTO_KINDS if photos else KINDS)
     method_options = parse_options(options)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -101,24 +113,25 @@ def run(
     if not photos:
         result = evaluate_demo(
             loaded,
-            pairs or 128,
-            steps=steps or 16,
+            128 if pairs is None else pairs,
+            steps=16 if steps is None else steps,
             baseline=baseline,
             distractor=distractor,
             kinds=kinds,
             method_options=method_options,
             curve_pairs=curve_pairs,
+            log=_progress,
         )
         text = f"{result.table()}\n\n{note}\n{result.comparisons()}"
         return text, [plot_curves(result, out, title=loaded.label), *drawn]
     cache = cache or os.path.splitext(out)[0] + "_chunks"
     results = evaluate_photos(
         loaded,
-        pairs or 100,
+        100 if pairs is None else pairs,
         distractor=distractor,
         kinds=kinds,
         method_options=method_options,
-        steps=steps or 8,
+        steps=8 if steps is None else steps,
         curve_pairs=CURVE_PAIRS if curve_pairs is None else curve_pairs,
         baseline=baseline,
         cache_dir=cache,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +55,7 @@ def measure(
     embed_batch_size: int = 64,
     curve_pairs: int | None = None,
     index_offset: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> Faithfulness:
     """Every measure of every kind of map (module doc).
 
@@ -74,6 +75,8 @@ def measure(
       curve_pairs: deletion/insertion on the first this many pairs only (None: all); they
         cost 2 (S - 1) forwards per pair and kind.
       index_offset: the global index of the first pair (seeds of the random maps).
+      log: called with a progress line after each step (the embeddings, each method's maps,
+        each method's curves); None: silent.
 
     Returns:
       ``Faithfulness``; ``info["seconds"]`` holds the time spent per kind.
@@ -108,6 +111,8 @@ def measure(
     unit_x = ms.embed_in_batches(embed, images, embed_batch_size)
     scores = (unit_x * emb_p[:, 0]).sum(-1)
     seconds["embeddings"] = time.perf_counter() - t0
+    say = log or (lambda message: None)
+    say(f"embedded {b} pairs ({seconds['embeddings']:.1f} s)")
 
     grid = model.grid(images.shape)
     maps: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
@@ -135,6 +140,7 @@ def measure(
                 maps[kind].append(got[kind][: e - s])
             name = "features" if group[0] in FEATURE_KINDS else group[0]
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t
+            say(f"maps of pairs {s}-{e - 1}: {', '.join(group)} ({time.perf_counter() - t:.1f} s)")
     maps = {kind: np.concatenate(v) for kind, v in maps.items()}  # [B, K, gh, gw]
 
     c = b if curve_pairs is None else max(0, min(curve_pairs, b))
@@ -165,6 +171,8 @@ def measure(
                 )
                 metrics[kind][f"{mode}_auc"] = ms.auc(curves[kind][mode])
             seconds[f"curves/{kind}"] = time.perf_counter() - t
+            spent = seconds[f"curves/{kind}"]
+            say(f"deletion/insertion curves of {c} pairs: {kind} ({spent:.1f} s)")
     if masks is not None:
         size_hw = masks.shape[2:]
         for kind in kinds:
@@ -197,6 +205,7 @@ def faithfulness(
     seed: int = 0,
     batch_size: int = 256,
     curve_pairs: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Faithfulness:
     """Every measure of A's maps against B, per map kind (the demo's form of ``measure``).
 
@@ -209,7 +218,7 @@ def faithfulness(
         needs ``masks_a``.
       second_b: [B, H, W, C] normalised partners that share A's distractor (pair
         sensitivity), or None; needs ``distractor_masks_a``.
-      kinds, method_options, steps, baseline, seed, curve_pairs: as ``measure``.
+      kinds, method_options, steps, baseline, seed, curve_pairs, log: as ``measure``.
       batch_size: pairs per compiled map computation and images per forward.
 
     Returns:
@@ -246,4 +255,5 @@ def faithfulness(
         batch_size=min(batch_size, 64),
         embed_batch_size=batch_size,
         curve_pairs=curve_pairs,
+        log=log,
     )

@@ -10,7 +10,7 @@ rollout, which finds salient objects, already marks it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -103,6 +103,7 @@ def evaluate_demo(
     kinds: Sequence[str] = KINDS,
     method_options: Mapping[str, Mapping] | None = None,
     curve_pairs: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Faithfulness:
     """Every measure of a demo model's maps on pairs of the demo test split.
 
@@ -110,7 +111,7 @@ def evaluate_demo(
       loaded: a model as ``plotting.load_run`` returns it (``model``, ``variables``,
         ``image_size``, ``mean``, ``std``).
       num_pairs: pairs (``demo_pairs``); at most 744 with the default demo size.
-      steps, baseline, seed, kinds, method_options, curve_pairs: as ``measure``.
+      steps, baseline, seed, kinds, method_options, curve_pairs, log: as ``measure``.
       distractor: A also shows a glyph of another class (module doc); adds the shared
         share and the pair sensitivity.
 
@@ -121,6 +122,8 @@ def evaluate_demo(
     if h != w:
         raise ValueError(f"the demo images are square; this model takes {h}x{w}")
     norm = None if loaded.mean is None else (loaded.mean, loaded.std)
+    if log:
+        log(f"drawing {num_pairs} demo pairs")
     data = demo_pairs(num_pairs, image_size=h, normalization=norm, distractor=distractor)
     if loaded.mean is None:
         for key in ("a", "b", "second_b"):
@@ -141,4 +144,5 @@ def evaluate_demo(
         baseline=baseline,
         seed=seed,
         curve_pairs=curve_pairs,
+        log=log,
     )

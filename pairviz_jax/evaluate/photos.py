@@ -205,7 +205,11 @@ def evaluate_photos(
             )
             if path and os.path.exists(path):
                 parts.append(_load(path))
+                if log:
+                    log(f"photos half {split}: pairs {s}-{e - 1} from {path}")
             else:
+                if log:
+                    log(f"photos half {split}: pairs {s}-{e - 1} of {num_pairs} (first: compiles)")
                 data = (make_pairs or photo_pairs)(
                     range(s, e),
                     split=split,
@@ -230,6 +234,7 @@ def evaluate_photos(
                     embed_batch_size=embed_batch_size,
                     curve_pairs=c,
                     index_offset=s,
+                    log=log and (lambda m, split=split: log(f"  half {split}: {m}")),
                 )
                 r.maps = None
                 if path:

@@ -44,6 +44,17 @@ LABELS = {
 }
 
 
+def cell(mean: float, sem: float, digits: int = 3, sign: str = "") -> str:
+    """``"mean ± sem"``; no ``nan`` in a table: an error of one pair reads
+    ``"± n/a (needs >= 2 pairs)"``, a mean of none ``"n/a (no pairs)"``."""
+    if not math.isfinite(mean):
+        return "n/a (no pairs)"
+    text = f"{mean:{sign}.{digits}f}"
+    return (
+        f"{text} ± {sem:.{digits}f}" if math.isfinite(sem) else f"{text} ± n/a (needs >= 2 pairs)"
+    )
+
+
 def _mean_sem(v) -> tuple[float, float]:
     v = np.asarray(v, np.float64)
     sem = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
@@ -104,7 +115,7 @@ class Faithfulness:
                         continue
                     mean, sem = self.difference(kind, base, m)
                     sign = 1.0 if HIGHER_IS_BETTER[m] else -1.0
-                    cells.append(f"{m} {sign * mean:+.4f} ± {sem:.4f}")
+                    cells.append(f"{m} {cell(sign * mean, sem, 4, '+')}")
                 lines.append(f"{kind} better than {base} by: " + ", ".join(cells))
         return "\n".join(lines)
 
@@ -129,8 +140,8 @@ class Faithfulness:
                     cells.append("")
                     continue
                 mean, sem = summ[k][n]
-                cell = f"{mean:.{digits}f} ± {sem:.{digits}f}"
-                cells.append(f"**{cell}**" if best.get(n) == k else cell)
+                text = cell(mean, sem, digits)
+                cells.append(f"**{text}**" if best.get(n) == k else text)
             lines.append(f"| {LABELS.get(k, k)} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -148,11 +159,7 @@ def halves_table(results: dict[str, Faithfulness], digits: int = 2) -> str:
         cells = []
         for n in names:
             vals = [s[k][n] if k in s and n in s[k] else None for s in summs.values()]
-            cells.append(
-                " / ".join(
-                    "–" if v is None else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}" for v in vals
-                )
-            )
+            cells.append(" / ".join("–" if v is None else cell(v[0], v[1], digits) for v in vals))
         lines.append(f"| {LABELS.get(k, k)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

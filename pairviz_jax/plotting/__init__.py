@@ -14,28 +14,40 @@ Models come from ``pairviz_jax.runs`` (``load_run``, ``load_weights``, ``LoadedM
 ``InputError``; re-exported here).
 """
 
-from pairviz_jax.plotting.commands import (
-    class_maps,
-    matrix,
-    pair,
-    rank,
-    retrieval_row,
-    retrieve,
-    rollout,
-    training,
-)
-from pairviz_jax.plotting.figures import STYLES, RetrievalRow, Style, save_figure
-from pairviz_jax.plotting.images import load_image, to_rgb
-from pairviz_jax.plotting.inputs import Example, Gallery, open_gallery, read_example
-from pairviz_jax.plotting.paper import JET, jet_table, minmax, paper_overlay, to_grey
-from pairviz_jax.runs import (
-    InputError,
-    LoadedModel,
-    checkpoint_steps,
-    load_run,
-    load_weights,
-    parse_model_options,
-)
+import importlib
+
+# name -> its module, imported on first use: ``visualize.py --help`` imports no JAX.
+_WHERE = {
+    "class_maps": "pairviz_jax.plotting.commands",
+    "matrix": "pairviz_jax.plotting.commands",
+    "pair": "pairviz_jax.plotting.commands",
+    "rank": "pairviz_jax.plotting.commands",
+    "retrieval_row": "pairviz_jax.plotting.commands",
+    "retrieve": "pairviz_jax.plotting.commands",
+    "rollout": "pairviz_jax.plotting.commands",
+    "training": "pairviz_jax.plotting.commands",
+    "STYLES": "pairviz_jax.plotting.figures",
+    "RetrievalRow": "pairviz_jax.plotting.figures",
+    "Style": "pairviz_jax.plotting.figures",
+    "save_figure": "pairviz_jax.plotting.figures",
+    "load_image": "pairviz_jax.plotting.images",
+    "to_rgb": "pairviz_jax.plotting.images",
+    "Example": "pairviz_jax.plotting.inputs",
+    "Gallery": "pairviz_jax.plotting.inputs",
+    "open_gallery": "pairviz_jax.plotting.inputs",
+    "read_example": "pairviz_jax.plotting.inputs",
+    "JET": "pairviz_jax.plotting.paper",
+    "jet_table": "pairviz_jax.plotting.paper",
+    "minmax": "pairviz_jax.plotting.paper",
+    "paper_overlay": "pairviz_jax.plotting.paper",
+    "to_grey": "pairviz_jax.plotting.paper",
+    "InputError": "pairviz_jax.runs",
+    "LoadedModel": "pairviz_jax.runs",
+    "checkpoint_steps": "pairviz_jax.runs",
+    "load_run": "pairviz_jax.runs",
+    "load_weights": "pairviz_jax.runs",
+    "parse_model_options": "pairviz_jax.runs",
+}
 
 __all__ = [
     "JET",
@@ -68,3 +80,22 @@ __all__ = [
     "to_rgb",
     "training",
 ]
+
+
+def __getattr__(name: str):
+    """Imports ``name`` (a function, class or submodule) from its module on first use."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    else:
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -13,12 +13,13 @@ input.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Callable
 from typing import NamedTuple
 
 from pairviz_jax import runs
-from pairviz_jax.runs import InputError
+from pairviz_jax.runs.errors import InputError
 
 __all__ = ["Command", "HelpFormatter", "add_render_arguments", "pick_steps", "style_from_args"]
 
@@ -86,10 +87,13 @@ def add_render_arguments(p: argparse.ArgumentParser, name: str) -> None:
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
 
-def _method_names() -> tuple[str, ...]:
-    from pairviz_jax.explain import methods
+# explain.methods.METHODS, written out so that building the parser (``--help``) imports no
+# JAX; a test checks that the two agree.
+METHOD_NAMES = ("paper", "chefer", "conservative", "gradxinput", "ig")
 
-    return ("paper", *sorted(set(methods.METHODS) - {"paper"}))
+
+def _method_names() -> tuple[str, ...]:
+    return METHOD_NAMES
 
 
 def _gallery_options(p: argparse.ArgumentParser, top: int | None) -> None:
@@ -134,7 +138,14 @@ def _save(fig, args) -> list[str]:
 def _kw(args) -> dict:
     if args.method != "paper" and args.convention != "authors":
         raise InputError(f"--convention applies to --method paper, not to --method {args.method}")
-    return dict(style=style_from_args(args), convention=args.convention, method=args.method)
+    import dataclasses
+
+    from pairviz_jax.plotting.figures import map_quantity
+
+    style = dataclasses.replace(
+        style_from_args(args), map_label=map_quantity(args.method, args.convention)
+    )
+    return dict(style=style, convention=args.convention, method=args.method)
 
 
 def _read(args, ref, m):
@@ -305,9 +316,21 @@ def evaluate_arguments(p):
 
 
 def evaluate(args) -> list[str]:
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    say = functools.partial(print, file=sys.stderr, flush=True)
     from pairviz_jax.evaluate import commands
 
+    try:  # the method names and options, before the model is loaded
+        commands.parse_methods(args.method, ())
+        commands.parse_options(args.option)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    say(f"evaluate: loading the model ({time.perf_counter() - t0:.1f} s; a line follows each step)")
     m = runs.model_from_args(args)
+    say(f"evaluate: model {m.label} loaded ({time.perf_counter() - t0:.1f} s)")
     try:
         text, paths = commands.run(
             m,

@@ -26,11 +26,8 @@ import sys
 import time
 
 from pairviz_jax import runs
-from pairviz_jax.plotting import commands
 from pairviz_jax.plotting.cli import pick_steps
-from pairviz_jax.plotting.figures import Style, save_figure
-from pairviz_jax.plotting.inputs import open_gallery, read_example
-from pairviz_jax.runs import InputError
+from pairviz_jax.runs.errors import InputError
 
 __all__ = [
     "EMBEDDED",
@@ -148,6 +145,10 @@ def render(
     Returns:
       The paths written.
     """
+    from pairviz_jax.plotting import commands
+    from pairviz_jax.plotting.figures import Style, save_figure
+    from pairviz_jax.plotting.inputs import open_gallery, read_example
+
     m = runs.load_run(source)
     modern, paper = Style("modern"), Style("paper")
     written: list[str] = []

@@ -41,6 +41,7 @@ __all__ = [
     "RetrievalRow",
     "Style",
     "class_map_figure",
+    "map_quantity",
     "matrix_figure",
     "pair_figure",
     "retrieval_figure",
@@ -63,6 +64,9 @@ class Style:
       dpi: resolution of saved figures.
       interpolation: matplotlib's resampling of the pictures to the screen; ``nearest``
         shows the model's input pixels as they are (and keeps PNGs small).
+      map_label: what the maps are, for the colour bar (:func:`map_quantity` of the method).
+      diverging_cmap: the colormap of signed maps (negative and positive values), drawn on a
+        scale centred at 0 (modern style), when ``cmap`` is the default.
     """
 
     name: str = "modern"
@@ -71,6 +75,8 @@ class Style:
     panel: float = 1.9
     dpi: int = 100
     interpolation: str = "nearest"
+    map_label: str = ""
+    diverging_cmap: str = "RdBu_r"
 
     def __post_init__(self):
         if self.name not in STYLES:
@@ -104,12 +110,29 @@ def _figure(
     return fig, axes
 
 
-def _norm(maps: Sequence[np.ndarray]) -> Normalize:
+# Maps whose negative part reaches this fraction of their largest magnitude are signed.
+_SIGNED = 0.02
+
+
+def _norm(maps: Sequence[np.ndarray], style: Style = _DEFAULT) -> Normalize:
+    """One colour scale for ``maps``: their range, or, for signed maps, a range symmetric
+    about 0 (0 in the middle of a diverging colormap, ``norm.cmap_name``)."""
     lo = min(float(np.min(m)) for m in maps)
     hi = max(float(np.max(m)) for m in maps)
+    top = max(abs(lo), abs(hi))
+    if lo < 0 and -lo >= _SIGNED * top:
+        norm = Normalize(-top, top)
+        norm.cmap_name = style.diverging_cmap if style.cmap == Style.cmap else style.cmap
+        return norm
     if hi <= lo:
         hi = lo + 1e-12
-    return Normalize(lo, hi)
+    norm = Normalize(lo, hi)
+    norm.cmap_name = style.cmap
+    return norm
+
+
+def _cmap(norm: Normalize | None, style: Style) -> str:
+    return getattr(norm, "cmap_name", style.cmap)
 
 
 def _image(ax, image: np.ndarray, style: Style, title: str | None = None) -> None:
@@ -125,7 +148,11 @@ def _overlay(ax, image, heat, style: Style, norm: Normalize | None, title: str |
         grey = to_grey(image)
         ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation=style.interpolation)
         ax.imshow(
-            heat, cmap=style.cmap, norm=norm, alpha=style.alpha, interpolation=style.interpolation
+            heat,
+            cmap=_cmap(norm, style),
+            norm=norm,
+            alpha=style.alpha,
+            interpolation=style.interpolation,
         )
     if title:
         ax.set_title(title, fontsize=8)
@@ -141,13 +168,30 @@ def _border(ax, colour: str, width: float = 4.0) -> None:
 def _colour_bar(fig: Figure, axes, style: Style, norm: Normalize, label: str) -> None:
     if not style.colour_bar:
         return
-    mappable = plt.cm.ScalarMappable(norm=norm, cmap=style.cmap)
+    mappable = plt.cm.ScalarMappable(norm=norm, cmap=_cmap(norm, style))
     bar = fig.colorbar(mappable, ax=axes, shrink=0.85, pad=0.02, aspect=25)
-    bar.set_label(label, fontsize=8)
+    bar.set_label(label or style.map_label or _MAP_LABEL, fontsize=8)
     bar.ax.tick_params(labelsize=7)
 
 
-_MAP_LABEL = "similarity contribution"
+_MAP_LABEL = "share of the cosine (paper's method)"
+
+# What each method's map is (the colour bar's label): only the paper's maps are shares of
+# the cosine similarity; the gradient methods' are relevances or attributions of it.
+_QUANTITY = {
+    "authors": "share of the cosine, R gamma (paper, eq. 4-6)",
+    "transpose": "share of the cosine, R^T gamma (sums to the score)",
+    "chefer": "relevance (Chefer et al.), not a split of the cosine",
+    "gradxinput": "gradient x input attribution of the cosine",
+    "conservative": "attribution of the cosine (sums to it minus the biases)",
+    "ig": "integrated-gradients attribution of the cosine",
+}
+
+
+def map_quantity(method: str = "paper", convention: str = "authors") -> str:
+    """The name of what ``method``'s maps measure, for colour bars and legends."""
+    key = convention if method == "paper" else method
+    return _QUANTITY.get(key, f"{method} attribution of the cosine")
 
 
 def _suptitle(fig: Figure, *lines: str | None) -> None:
@@ -183,13 +227,13 @@ def pair_figure(
     """
     a, b = names
     fig, axes = _figure(1, 4, style, extra_width=0.6 if style.colour_bar else 0.0)
-    norm = _norm([map_a, map_b])
+    norm = _norm([map_a, map_b], style)
     _image(axes[0, 0], image_a, style, a)
-    _overlay(axes[0, 1], image_a, map_a, style, norm, f"{a}|{b}")
-    _overlay(axes[0, 2], image_b, map_b, style, norm, f"{b}|{a}")
+    _overlay(axes[0, 1], image_a, map_a, style, norm, f"{a}:\nmap vs {b}")
+    _overlay(axes[0, 2], image_b, map_b, style, norm, f"{b}:\nmap vs {a}")
     _image(axes[0, 3], image_b, style, b)
-    _colour_bar(fig, axes[0, :], style, norm, _MAP_LABEL)
-    _suptitle(fig, f"similarity {a}, {b} = {score:.3f}", source)
+    _colour_bar(fig, axes[0, :], style, norm, "")
+    _suptitle(fig, f"cosine similarity of {a} and {b} = {score:.3f}", source)
     return fig
 
 
@@ -222,17 +266,17 @@ def matrix_figure(
         raise ValueError(f"maps must be [{n}, {n}, H, W] and scores [{n}, {n}]")
     names = list(names) if names is not None else [chr(ord("A") + i) for i in range(n)]
     fig, axes = _figure(n, n, style, extra_width=0.7 if style.colour_bar else 0.0)
-    norm = _norm([maps[i, j] for i in range(n) for j in range(n) if i != j])
+    norm = _norm([maps[i, j] for i in range(n) for j in range(n) if i != j], style)
     for i in range(n):
         for j in range(n):
             if i == j:
                 _image(axes[i, j], images[i], style, names[i])
                 _border(axes[i, j], "black", 1.5)
             else:
-                title = f"{names[i]}|{names[j]}  {scores[i, j]:.3f}"
+                title = f"{names[i]} vs {names[j]}\ncosine {scores[i, j]:.3f}"
                 _overlay(axes[i, j], images[i], maps[i, j], style, norm, title)
-    _colour_bar(fig, axes, style, norm, _MAP_LABEL)
-    _suptitle(fig, source)
+    _colour_bar(fig, axes, style, norm, "")
+    _suptitle(fig, "row i, column j: image i's map vs image j", source)
     return fig
 
 
@@ -282,7 +326,7 @@ def retrieval_figure(
     fig, axes = _figure(len(rows), 1 + k, style, extra_width=0.7 if style.colour_bar else 0.0)
     for r, row in enumerate(rows):
         maps = list(row.maps) + ([row.query_map] if row.query_map is not None else [])
-        norm = _norm(maps) if maps else None
+        norm = _norm(maps, style) if maps else None
         if row.query_map is not None:
             _overlay(axes[r, 0], row.query, row.query_map, style, norm, "query")
         else:
@@ -293,12 +337,13 @@ def retrieval_figure(
             if i >= len(row.results):
                 ax.set_axis_off()
                 continue
-            name = f"{row.names[i]}  " if row.names else f"#{i + 1}  "
-            _overlay(ax, row.results[i], row.maps[i], style, norm, f"{name}{row.scores[i]:.3f}")
+            name = row.names[i] if row.names else f"result {i + 1}"
+            title = f"{name}\ncosine {row.scores[i]:.3f}"
+            _overlay(ax, row.results[i], row.maps[i], style, norm, title)
             if row.correct is not None and row.correct[i]:
                 _border(ax, MATCH_COLOUR)
         if norm is not None:
-            _colour_bar(fig, axes[r, :], style, norm, _MAP_LABEL)
+            _colour_bar(fig, axes[r, :], style, norm, "")
     _suptitle(fig, source)
     return fig
 
@@ -332,11 +377,11 @@ def class_map_figure(
         raise ValueError("class_map_figure needs as many maps and titles as images (>= 1)")
     fig, axes = _figure(2, q, style)
     for i in range(q):
-        norm = _norm([maps[i]])
+        norm = _norm([maps[i]], style)
         _image(axes[0, i], images[i], style, titles[i])
-        _overlay(axes[1, i], images[i], maps[i], style, norm, "class map")
+        _overlay(axes[1, i], images[i], maps[i], style, norm, "class map (sum over the class)")
         if style.colour_bar:
-            mappable = plt.cm.ScalarMappable(norm=norm, cmap=style.cmap)
+            mappable = plt.cm.ScalarMappable(norm=norm, cmap=_cmap(norm, style))
             bar = fig.colorbar(mappable, ax=axes[1, i], location="bottom", shrink=0.9, pad=0.03)
             bar.ax.tick_params(labelsize=6)
             bar.ax.xaxis.set_major_locator(MaxNLocator(3))
@@ -374,39 +419,52 @@ def rollout_figure(
     """
     a, b = names
     fig, axes = _figure(2, 3, style, extra_width=1.4 if style.colour_bar else 0.0)
-    norm_r = _norm([rollout_a, rollout_b])
-    norm_s = _norm([map_a, map_b])
+    norm_r = _norm([rollout_a, rollout_b], style)
+    norm_s = _norm([map_a, map_b], style)
     for r, (name, other, image, roll, sim) in enumerate(
         [(a, b, image_a, rollout_a, map_a), (b, a, image_b, rollout_b, map_b)]
     ):
         _image(axes[r, 0], image, style, name)
-        _overlay(axes[r, 1], image, roll, style, norm_r, f"rollout {name}")
-        _overlay(axes[r, 2], image, sim, style, norm_s, f"{name}|{other}")
-    _colour_bar(fig, axes[:, 1], style, norm_r, "rollout relevance")
-    _colour_bar(fig, axes[:, 2], style, norm_s, _MAP_LABEL)
-    _suptitle(fig, f"similarity {a}, {b} = {score:.3f}", source)
+        _overlay(axes[r, 1], image, roll, style, norm_r, f"{name}:\nrollout (any output)")
+        _overlay(axes[r, 2], image, sim, style, norm_s, f"{name}:\nmap vs {other}")
+    _colour_bar(fig, axes[:, 1], style, norm_r, "rollout weight (output-agnostic)")
+    _colour_bar(fig, axes[:, 2], style, norm_s, "")
+    _suptitle(fig, f"cosine similarity of {a} and {b} = {score:.3f}", source)
     return fig
 
 
 def save_figure(fig: Figure, path: str, *, pdf: bool = False, dpi: int | None = None) -> list[str]:
-    """Writes ``fig`` as PNG at ``path`` (and ``.pdf`` beside it with ``pdf``); closes it.
+    """Writes ``fig`` at ``path`` in the format its extension names (``.png``, ``.jpg``,
+    ``.jpeg``, ``.pdf``, ``.svg``; no extension: ``path + ".png"``), and with ``pdf`` a PDF
+    beside it; closes the figure.
 
     Returns:
       The paths written.
     """
-    png = path if os.path.splitext(path)[1].lower() == ".png" else path + ".png"
-    directory = os.path.dirname(os.path.abspath(png))
-    os.makedirs(directory, exist_ok=True)
+    ext = os.path.splitext(path)[1].lower()
+    if not ext:
+        path, ext = path + ".png", ".png"
+    if ext not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
+        raise ValueError(f"{path}: expected a .png, .jpg, .jpeg, .pdf or .svg file")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     written = []
     try:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi or fig.dpi)
-        with Image.open(buffer) as rgba:  # opaque figure: RGB compresses better than RGBA
-            rgba.convert("RGB").save(png, optimize=True)
-        written.append(png)
-        if pdf:
-            fig.savefig(os.path.splitext(png)[0] + ".pdf")
-            written.append(os.path.splitext(png)[0] + ".pdf")
+        if ext in (".png", ".jpg", ".jpeg"):
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=dpi or fig.dpi)
+            with Image.open(buffer) as rgba:  # opaque figure: RGB compresses better than RGBA
+                rgb = rgba.convert("RGB")
+                if ext == ".png":
+                    rgb.save(path, optimize=True)
+                else:
+                    rgb.save(path, format="JPEG", quality=95)
+        else:
+            fig.savefig(path, dpi=dpi or fig.dpi)
+        written.append(path)
+        pdf_path = os.path.splitext(path)[0] + ".pdf"
+        if pdf and ext != ".pdf":
+            fig.savefig(pdf_path)
+            written.append(pdf_path)
     finally:
         plt.close(fig)
     return written

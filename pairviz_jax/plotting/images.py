@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pairviz_jax.runs.model import InputError
+from pairviz_jax.runs.errors import InputError
 
 __all__ = ["InputError", "load_image", "to_rgb"]
 

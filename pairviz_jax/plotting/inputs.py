@@ -125,7 +125,7 @@ def read_example(
         raw = source[index]
         image = _decode_raw(raw, ref, model)
         key = f"{name}:{split}:{index}"
-        return Example(image, str(int(raw["label"])), f"#{index}", key)
+        return Example(image, str(int(raw["label"])), f"{split} image {index}", key)
     image = load_image(ref)
     _check_size(image, model, ref)
     stem = os.path.splitext(os.path.basename(ref))[0]
@@ -235,7 +235,7 @@ def _dataset_gallery(
         try:
             raw = source[i]
             image = _decode_raw(raw, where, model)
-            return Example(image, str(int(raw["label"])), f"#{i}", where), None
+            return Example(image, str(int(raw["label"])), f"{split} image {i}", where), None
         except InputError as e:
             return None, (where, str(e))
 

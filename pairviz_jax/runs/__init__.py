@@ -16,29 +16,31 @@ The one module outside ``pairviz_jax.train`` that imports it (``visualize.py``,
   ``check_image_size`` (the smallest image every command takes: one patch).
 """
 
-from pairviz_jax.runs.exported import (
-    ExportedRun,
-    config_changes,
-    export_run,
-    is_exported,
-    read_exported,
-)
-from pairviz_jax.runs.load import (
-    checkpoint_steps,
-    checkpoints_dir,
-    load_run,
-    load_weights,
-    run_status,
-)
-from pairviz_jax.runs.model import (
-    InputError,
-    LoadedModel,
-    check_image_size,
-    normalization_named,
-    one_line,
-    parse_model_options,
-)
-from pairviz_jax.runs.options import add_model_arguments, initialize_distributed, model_from_args
+import importlib
+
+# name -> the module that defines it; imported on first use, so that ``--help`` and the
+# command-line checks (``InputError``, ``add_model_arguments``) run without JAX.
+_WHERE = {
+    "ExportedRun": "exported",
+    "config_changes": "exported",
+    "export_run": "exported",
+    "is_exported": "exported",
+    "read_exported": "exported",
+    "checkpoint_steps": "load",
+    "checkpoints_dir": "load",
+    "load_run": "load",
+    "load_weights": "load",
+    "run_status": "load",
+    "InputError": "errors",
+    "one_line": "errors",
+    "LoadedModel": "model",
+    "check_image_size": "model",
+    "normalization_named": "model",
+    "parse_model_options": "model",
+    "add_model_arguments": "options",
+    "initialize_distributed": "options",
+    "model_from_args": "options",
+}
 
 __all__ = [
     "ExportedRun",
@@ -61,3 +63,22 @@ __all__ = [
     "read_exported",
     "run_status",
 ]
+
+
+def __getattr__(name: str):
+    """Imports ``name`` (a function, class or submodule) from its module on first use."""
+    module = _WHERE.get(name, name)
+    try:
+        value = importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{module}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    if name in _WHERE:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pairviz_jax.data import preprocess
+from pairviz_jax.runs.errors import InputError, one_line
 
 __all__ = [
     "InputError",
@@ -29,16 +30,6 @@ __all__ = [
     "one_line",
     "parse_model_options",
 ]
-
-
-class InputError(ValueError):
-    """Bad input from the user: the message is one line naming the file or option."""
-
-
-def one_line(message: object, limit: int = 400) -> str:
-    """Collapses a (possibly multi-line) message to one line of at most ``limit`` chars."""
-    text = " ".join(str(message).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_model_options(options: Sequence[str], flag: str = "--model-option") -> dict[str, Any]:

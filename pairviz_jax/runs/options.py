@@ -13,11 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from pairviz_jax.models.vit import POOL_TYPES
-from pairviz_jax.runs import exported
-from pairviz_jax.runs.load import is_model_folder, load_run, load_weights
-from pairviz_jax.runs.model import InputError, LoadedModel, parse_model_options
+from pairviz_jax.runs.errors import InputError
+
+if TYPE_CHECKING:
+    from pairviz_jax.runs.model import LoadedModel
+
+# models.vit.POOL_TYPES, written out so that building the parser (``--help``) imports no
+# JAX; a test checks that the two agree.
+POOL_TYPES = ("gap", "tok", "gap_tok", "map")
 
 __all__ = ["add_model_arguments", "initialize_distributed", "model_from_args"]
 
@@ -51,7 +56,9 @@ def add_model_arguments(
     else:
         src = g.add_mutually_exclusive_group(required=True)
         src.add_argument(
-            "--workdir", help="a train.py run directory (checkpoints/<step>/) or exported run"
+            "--workdir",
+            help="a train.py run directory (checkpoints/<step>/) or an exported run, e.g. the "
+            "embedded demo model pairviz_jax/plotting/assets/demo_run.npz",
         )
         if weights:
             src.add_argument(
@@ -114,6 +121,10 @@ def model_from_args(args: argparse.Namespace, prefix: str = "") -> LoadedModel |
     Raises:
       InputError: a bad path, step or option (one line naming the option).
     """
+    from pairviz_jax.runs import exported
+    from pairviz_jax.runs.load import is_model_folder, load_run, load_weights
+    from pairviz_jax.runs.model import parse_model_options
+
     opt = f"--{prefix}-" if prefix else "--"
     step = getattr(args, _dest(prefix, "step"), None)
     if prefix:

@@ -4,17 +4,26 @@
 command line. Outside this package only ``pairviz_jax.runs`` (the run loader) imports it.
 """
 
-from pairviz_jax.train.checkpointing import Checkpointer, load_params
-from pairviz_jax.train.loop import evaluate, train_and_evaluate
-from pairviz_jax.train.runfiles import ConfigChangedError, run_status
-from pairviz_jax.train.state import (
-    TrainState,
-    build_model,
-    create_train_state,
-    init_params,
-    make_optimizer,
-)
-from pairviz_jax.train.step import embedding_forward, jit_embed, jit_train_step, train_step
+import importlib
+
+# name -> its module, imported on first use: ``train.py --help`` and its checks import no JAX.
+_WHERE = {
+    "Checkpointer": "pairviz_jax.train.checkpointing",
+    "load_params": "pairviz_jax.train.checkpointing",
+    "evaluate": "pairviz_jax.train.loop",
+    "train_and_evaluate": "pairviz_jax.train.loop",
+    "ConfigChangedError": "pairviz_jax.train.runfiles",
+    "run_status": "pairviz_jax.train.runfiles",
+    "TrainState": "pairviz_jax.train.state",
+    "build_model": "pairviz_jax.train.state",
+    "create_train_state": "pairviz_jax.train.state",
+    "init_params": "pairviz_jax.train.state",
+    "make_optimizer": "pairviz_jax.train.state",
+    "embedding_forward": "pairviz_jax.train.step",
+    "jit_embed": "pairviz_jax.train.step",
+    "jit_train_step": "pairviz_jax.train.step",
+    "train_step": "pairviz_jax.train.step",
+}
 
 __all__ = [
     "Checkpointer",
@@ -33,3 +42,22 @@ __all__ = [
     "train_and_evaluate",
     "train_step",
 ]
+
+
+def __getattr__(name: str):
+    """Imports ``name`` (a function, class or submodule) from its module on first use."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    else:
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

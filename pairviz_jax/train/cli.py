@@ -141,6 +141,7 @@ def _parse(argv: Sequence[str], fv) -> Any:
     """Parses the flags; returns the config (overrides applied)."""
     from absl import flags
 
+    _unknown_flags(argv[1:], fv)
     spec = _config_spec(argv[1:])
     if spec is None:
         raise UsageError("--config FILE[:ARG] is required (e.g. --config configs/demo.py)")
@@ -159,10 +160,82 @@ def _parse(argv: Sequence[str], fv) -> Any:
         raise UsageError(f"{_one_line(e)}") from None
     if not fv.workdir:
         raise UsageError("--workdir DIR is required (checkpoints and logs go there)")
+    _check_workdir(fv.workdir)
     try:
-        return fv.config
+        config = fv.config
     except Exception as e:
         raise UsageError(f"--config {spec}: {_one_line(e)}") from None
+    _check_values(config, spec)
+    return config
+
+
+def _check_workdir(workdir: str) -> None:
+    """A folder that exists or can be made, and written into."""
+    from pairviz_jax import argcheck
+    from pairviz_jax.runs.errors import InputError
+
+    try:
+        argcheck.new_dir("--workdir", workdir)
+    except InputError as e:
+        raise UsageError(str(e)) from None
+
+
+# Config fields that must be positive (> 0) or not negative (>= 0), when set.
+_POSITIVE = (
+    "batch_size",
+    "total_steps",
+    "eval.batch_size",
+    "eval.block_size",
+    "input.image_size",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "optim.grad_accum_steps",
+    "optim.div_factor",
+    "optim.final_div_factor",
+    "model.proj_dim",
+)
+_NOT_NEGATIVE = ("optim.lr", "optim.weight_decay", "keep_checkpoint_every", "loss.scale")
+
+
+def _check_values(config, spec: str) -> None:
+    """Numbers a run cannot use (a batch of -3, 0 steps), named before anything starts."""
+
+    def value(dotted):
+        node = config
+        for part in dotted.split("."):
+            if part not in node:
+                return None
+            node = node[part]
+        return node
+
+    for names, low, what in ((_POSITIVE, 0, "> 0"), (_NOT_NEGATIVE, None, ">= 0")):
+        for name in names:
+            v = value(name)
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if (low is not None and not v > low) or (low is None and not v >= 0):
+                raise UsageError(f"--config.{name}={v}: expected a number {what} ({spec})")
+    pct = value("optim.pct_start")
+    if isinstance(pct, (int, float)) and not 0 <= pct <= 1:
+        raise UsageError(f"--config.optim.pct_start={pct}: expected a fraction from 0 to 1")
+
+
+def _unknown_flags(argv: Sequence[str], fv) -> None:
+    """A misspelt flag is named (with the closest one) before a missing one is reported."""
+    import difflib
+
+    known = {name for name in fv} | {f"no{name}" for name in fv}
+    for arg in argv:
+        if arg == "--":
+            break
+        if not arg.startswith("-") or arg.startswith("--config."):
+            continue
+        name = arg.lstrip("-").split("=", 1)[0]
+        if name and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+            hint = f"; did you mean --{close[0]}?" if close else ""
+            raise UsageError(f"unknown flag --{name}{hint} (train.py --help lists them)")
 
 
 @contextlib.contextmanager
