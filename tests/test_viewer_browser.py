@@ -76,7 +76,7 @@ def open_page(driver, path, ready="1"):
     wait_for(driver, f"return document.body.dataset.ready === {json.dumps(ready)}")
 
 
-def wait_for(driver, script, timeout=20.0):
+def wait_for(driver, script, timeout=300.0):  # a hang, not a loaded machine
     t0 = time.perf_counter()
     while not driver.execute_script(script):
         if time.perf_counter() - t0 > timeout:
