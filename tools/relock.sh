@@ -11,7 +11,7 @@ python3 -m venv "$venv"
   echo "# Pinned versions CI installs with (pip install -c constraints.txt -e '.[dev]')."
   echo "# pyproject.toml keeps the ranges users install with; regenerate this on purpose when"
   echo "# dependencies move, then run the suite: bash tools/relock.sh"
-  "$venv/bin/pip" freeze --exclude-editable
+  "$venv/bin/pip" freeze --all --exclude-editable | grep -v "^pip=="
 } > constraints.txt
 rm -rf "$(dirname "$venv")"
 git diff --stat constraints.txt

@@ -19,6 +19,7 @@ __all__ = ["DEMO_RUN", "check_args"]
 
 # The embedded demo model: a run every fresh clone has (``visualize.py demo`` draws from it).
 DEMO_RUN = os.path.join("pairviz_jax", "plotting", "assets", "demo_run.npz")
+DEMO_CONFIG = os.path.join("configs", "demo.py")  # plotting.demo.CONFIG, without its imports
 
 # Where each subcommand writes: one figure file, an HTML file or a folder.
 FIGURE_COMMANDS = ("pair", "matrix", "retrieve", "class-map", "training", "rollout", "evaluate")
@@ -154,7 +155,10 @@ def _subcommand(args: argparse.Namespace) -> None:
             f"{', '.join(METHOD_NAMES)}"
         )
     if args.command == "demo":
-        check.existing("--config", args.config.partition(":")[0], "config file")
+        # The default config matters only to train (an installed package has no configs/:
+        # the embedded model is drawn as shipped).
+        if args.train or args.config != DEMO_CONFIG:
+            check.existing("--config", args.config.partition(":")[0], "config file")
         if args.export is not None:
             check.new_file("--export", args.export, (".npz",))
     if args.command == "report" and args.dest is None:

@@ -86,9 +86,12 @@ def embedded_run(config: str = CONFIG, path: str | None = None) -> tuple[str | N
     path = path or EMBEDDED
     if not os.path.isfile(path):
         return None, f"no embedded demo model ({path})"
+    config = _config_path(config)
+    if config == _config_path(CONFIG) and not os.path.isfile(config.partition(":")[0]):
+        return path, ""  # installed without the repository: the model as shipped
     try:
         run = runs.read_exported(path)
-        changes = runs.config_changes(run, _config_path(config))
+        changes = runs.config_changes(run, config)
     except (OSError, ValueError, KeyError) as e:
         return None, f"the embedded demo model cannot be used ({runs.one_line(e, 200)})"
     if changes:
