@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from pairviz_jax.models import ViT, decode_variant
-from pairviz_jax.models.vit import collect_attention
+from pairviz_jax.models import Probe, ViT, decode_variant
 from tests import reference
 
 
@@ -81,10 +80,8 @@ def test_forward_matches_numpy_reference(kw):
     variables = jax.tree_util.tree_map(
         lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(x.size), x.shape), variables
     )
-    (emb, out), state = model.apply(
-        variables, images, mutable=["intermediates"], attention_fusion=None
-    )
-    attn = collect_attention(state["intermediates"], model.depth)
+    emb, out = model.apply(variables, images)
+    attn = out["attention"]  # every head: the default probe
     for i in range(2):
         tokens, att = reference.vit_forward(
             variables["params"],
@@ -107,13 +104,11 @@ def test_attention_collected_only_when_asked():
     model = ViT(**decode_variant("mu/4"))
     x = jnp.ones((1, 8, 8, 3))
     variables = model.init(jax.random.PRNGKey(0), x)
-    assert "intermediates" not in variables
-    emb, out = model.apply(variables, x)  # plain apply: nothing sown, nothing returned
+    assert set(variables) == {"params"}
+    emb, out = model.apply(variables, x)
     assert emb.shape == (1, 16)
-    _, state = model.apply(variables, x, mutable=["intermediates"], attention_fusion="mean")
-    fused = collect_attention(state["intermediates"], 1)
-    _, state = model.apply(variables, x, mutable=["intermediates"])
-    heads = collect_attention(state["intermediates"], 1)
+    fused = model.apply(variables, x, probe=Probe(attention_fusion="mean"))[1]["attention"]
+    heads = out["attention"]
     assert fused.shape == (1, 1, 4, 4) and heads.shape == (1, 1, 2, 4, 4)
     np.testing.assert_allclose(fused, heads.mean(2), atol=1e-7)
     np.testing.assert_allclose(heads.sum(-1), 1.0, atol=1e-6)

@@ -2,7 +2,7 @@
 
 The paper's maps fold every image once (``kernels.Compute``: a pair costs one small
 product). A gradient method has no such fold: a pair costs one backward pass per
-direction, so its shards run ``explain.methods.paired_maps`` on chunks of pairs, with
+direction, so its shards run ``explain.paired_maps`` on chunks of pairs, with
 the images decoded again (a small cache keeps those a shard repeats). Same interface as
 ``kernels.Compute``: ``calls(pairs)`` yields (positions, device outputs) per chunk.
 """
@@ -16,6 +16,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from pairviz_jax import explain
 from pairviz_jax.explain import methods
 
 # Pairs per compiled call: 2 x 16 images' backward passes at a time.
@@ -85,7 +86,7 @@ class MethodCompute:
             pos[: e - s] = np.arange(s, e)
             a = jnp.asarray(np.stack([self._image(int(i)) for i in idx[:, 0]]))
             b = jnp.asarray(np.stack([self._image(int(i)) for i in idx[:, 1]]))
-            out = methods.paired_maps(
+            out = explain.paired_maps(
                 self.model, self.variables, a, b, method=self.method, upsampled=False
             )
             yield pos, (out["map_a"], out["map_b"], out["score"])
