@@ -1,5 +1,7 @@
 """The paper's formulas (eq. 1-6) against independent numpy references and their invariants."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -177,6 +179,7 @@ def test_upsample_is_opencv_inter_cubic():
 # --- the whole method on a model ----------------------------------------------------------
 
 
+@functools.cache  # one model and one set of parameters per configuration, shared by tests
 def _model(**kw):
     model = ViT(**decode_variant("Tiny/4"), **kw)
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))

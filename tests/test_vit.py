@@ -155,3 +155,22 @@ def test_any_image_size_divisible_by_patch():
         _, out = model.apply(variables, x)
         assert out["tokens"].shape == (1, (h // 4) * (w // 4), 16)
         assert model.grid(x.shape) == (h // 4, w // 4)
+
+
+def test_models_take_images_train_and_one_probe():
+    """One interface: ``__call__(images, *, train=False, probe=None) -> (embedding, out)``;
+    what a method injects is one frozen ``Probe``; a CNN refuses what it cannot honour."""
+    import dataclasses
+    import inspect
+
+    from pairviz_jax.models import ResNet
+
+    for cls in (ViT, ResNet):
+        params = list(inspect.signature(cls.__call__).parameters.values())
+        keywords = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+        assert keywords == ["train", "probe"], (cls.__name__, keywords)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Probe().detach = True  # type: ignore[misc]
+    cnn = ResNet(block_sizes=(1,), width=8, num_groups=2, proj_dim=4)
+    with pytest.raises(ValueError, match="ResNet takes no probe with detach or deltas"):
+        cnn.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), probe=Probe(detach=True))

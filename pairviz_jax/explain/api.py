@@ -277,14 +277,10 @@ def _cross_generic(q: Inputs, g: Inputs, method: str, options: dict) -> dict[str
             f"query and gallery embeddings differ in size: {emb_q.shape[-1]} vs {emb_g.shape[-1]}"
         )
     nq, ng = emb_q.shape[0], emb_g.shape[0]
-    out_q = against(
-        q.model, q.variables, q.images, jnp.broadcast_to(emb_g, (nq, *emb_g.shape)),
-        method=method, **options,
-    )  # fmt: skip
-    out_g = against(
-        g.model, g.variables, g.images, jnp.broadcast_to(emb_q, (ng, *emb_q.shape)),
-        method=method, **options,
-    )  # fmt: skip
+    partners_q = jnp.broadcast_to(emb_g, (nq, *emb_g.shape))  # every query: the whole gallery
+    partners_g = jnp.broadcast_to(emb_q, (ng, *emb_q.shape))
+    out_q = against(q.model, q.variables, q.images, partners_q, method=method, **options)
+    out_g = against(g.model, g.variables, g.images, partners_g, method=method, **options)
     return {
         "maps_q": out_q["maps"],
         "maps_g": jnp.swapaxes(out_g["maps"], 0, 1),
