@@ -140,7 +140,12 @@ class MultiHeadAttention(nn.Module):
           [B, Q, K] (head-fused by ``probe.attention_fusion``); unused weights cost
           nothing under ``jit``.
         """
-        detach, delta = probe.detach, probe.attention_delta(self.index)
+        # What the probe asks of this attention, read in one place.
+        detach, delta, fusion = (
+            probe.detach,
+            probe.attention_delta(self.index),
+            probe.attention_fusion,
+        )
         kv = x if kv is None else kv
         d = x.shape[-1]
         if d % self.num_heads:
@@ -158,7 +163,7 @@ class MultiHeadAttention(nn.Module):
         logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
         logits = logits.astype(jnp.float32)
         weights = jax.nn.softmax(logits, axis=-1)  # [B, H, Q, K]
-        shown = fuse_heads(weights, probe.attention_fusion)
+        shown = fuse_heads(weights, fusion)
         if detach or delta is not None:
             if detach:
                 weights = jax.lax.stop_gradient(weights)
