@@ -1,7 +1,7 @@
 """How much of the cosine the token contributions account for, per pooling, on a real model.
 
 For every pooling the embedding splits exactly as ``beta = sum_j v_j + rest``
-(``pairviz_jax.models.decompose``); the cosine of a pair then splits into the tokens' share
+(``pairviz_jax.explain.decompose``); the cosine of a pair then splits into the tokens' share
 ``sum_j v_j . u_b / |beta_a|`` and the remainder's ``rest . u_b / |beta_a|``. This script
 measures, on real photo pairs (``pairviz_jax.data.photos``, copy-paste pairs, both halves), the
 tokens' share of the score and, with the transpose convention, the share that lands on the

@@ -5,10 +5,10 @@
     again), medians and their ratio.
 (b) Cost of 10^4 cross pairs (Q = G = 100): the 200 forwards, plus for the paper's method
     the fold and one [N, E] x [E] product per pair (``explain.cross_maps``), for the other
-    methods one backward pass per (image, partner) (``explain.methods.cross_maps``). With
+    methods one backward pass per (image, partner) (``explain.cross_maps``). With
     ``--cross-direct`` the whole 100 x 100 block is timed; otherwise (ViT-S/14: hours on
     two cores) the time per partner is the slope between K = 2 and K = 6 partners of
-    ``methods.against`` on B images, and 10^4 pairs cost
+    ``explain.against`` on B images, and 10^4 pairs cost
     ``forward(200 images) + 2 * 10^4 * slope / B`` (both directions): said as extrapolated.
     Ratio: that over the 200 forwards.
 (c) Conservation, on real pairs of ``--data``: the map's sum against the cosine
@@ -38,7 +38,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from pairviz_jax import evaluate, explain
-from pairviz_jax.explain import methods
 from pairviz_jax.models import ViT, decode_variant
 
 METHODS = ("paper", "gradxinput", "chefer", "conservative", "ig")
@@ -117,8 +116,8 @@ def cost_cross(model, variables, size, options, repeats, direct, q=100, b_img=4,
 
             def run(m=m, opts=opts):
                 return explain.cross_maps(
-                    methods.Inputs(model, variables, xq),
-                    methods.Inputs(model, variables, xg),
+                    explain.Inputs(model, variables, xq),
+                    explain.Inputs(model, variables, xg),
                     method=m,
                     **opts,
                 )["maps_q"]
@@ -133,7 +132,7 @@ def cost_cross(model, variables, size, options, repeats, direct, q=100, b_img=4,
         parts = {k: jnp.broadcast_to(emb[:k][None], (b_img, k, emb.shape[-1])) for k in ks}
         fns = {
             k: (
-                lambda p=p, m=m, opts=opts, img=img: methods.against(
+                lambda p=p, m=m, opts=opts, img=img: explain.against(
                     model, variables, img, p, method=m, **opts
                 )["maps"]
             )
@@ -154,12 +153,12 @@ def cost_cross(model, variables, size, options, repeats, direct, q=100, b_img=4,
 
 def conservation(model, variables, data, options, batch=8) -> dict[str, dict]:
     x, partners = data["images"], data["partners"][:, 0]
-    emb_p = np.asarray(methods.embed(model, variables, jnp.asarray(partners)))
+    emb_p = np.asarray(explain.embed(model, variables, jnp.asarray(partners)))
     out = {}
     for m in METHODS:
         sums, totals, scores = [], [], []
         for s in range(0, len(x), batch):
-            r = methods.against(
+            r = explain.against(
                 model,
                 variables,
                 jnp.asarray(x[s : s + batch]),
@@ -179,10 +178,10 @@ def conservation(model, variables, data, options, batch=8) -> dict[str, dict]:
             "mean_cosine": float(scores.mean()),
         }
         if m == "ig":  # completeness: total = cosine - f(baseline)
-            emb0 = np.asarray(methods.embed(model, variables, jnp.zeros_like(jnp.asarray(x[:1]))))[
+            emb0 = np.asarray(explain.embed(model, variables, jnp.zeros_like(jnp.asarray(x[:1]))))[
                 0
             ]
-            emb_x = np.asarray(methods.embed(model, variables, jnp.asarray(x)))
+            emb_x = np.asarray(explain.embed(model, variables, jnp.asarray(x)))
             u = emb_p / np.linalg.norm(emb_p, axis=1, keepdims=True)
             f0 = (emb0[None] * u).sum(1) / np.linalg.norm(emb_x, axis=1)
             out[m]["mean_abs_completeness_gap"] = float(np.mean(np.abs(totals - (scores - f0))))

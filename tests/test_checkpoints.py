@@ -212,7 +212,7 @@ def test_dont_load_initialises_with_rng_when_no_variables_given(tmp_path):
     np.savez(path, **flat)
     a = _flat(checkpoints.load(path, model, dont_load=("head/.*",), rng=jax.random.PRNGKey(3)))
     # The same compiled init as `load` (compiling another costs seconds).
-    want = _flat(checkpoints._jitted_init(model)(jax.random.PRNGKey(3), jnp.zeros((1, 4, 4, 3))))
+    want = _flat(checkpoints.jitted_init(model)(jax.random.PRNGKey(3), jnp.zeros((1, 4, 4, 3))))
     want = want["head/kernel"]
     np.testing.assert_array_equal(a["head/kernel"], want)
     np.testing.assert_array_equal(a["embedding/kernel"], flat["embedding/kernel"])

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from pairviz_jax import checkpoints
-from pairviz_jax.models.vit import collect_attention
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TOL = 1e-5  # relative to the reference's largest magnitude
@@ -31,8 +30,8 @@ def refs():
 
 
 def _outputs(model, variables, images):
-    (emb, out), state = model.apply(variables, images, mutable=["intermediates"])
-    attention = collect_attention(state["intermediates"], model.depth)
+    emb, out = model.apply(variables, images)
+    attention = out["attention"]
     return dict(
         tokens=np.asarray(out["tokens"]),
         embedding=np.asarray(emb),

@@ -16,7 +16,6 @@ import pytest
 
 from pairviz_jax import checkpoints, explain
 from pairviz_jax.models import ResNet, ViT
-from pairviz_jax.models.vit import collect_attention
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TOL = 1e-4
@@ -33,8 +32,8 @@ _apply = jax.jit(lambda model, variables, x: model.apply(variables, x), static_a
 
 
 def _vit_outputs(model, variables, images):
-    (emb, out), state = model.apply(variables, images, mutable=["intermediates"])
-    attention = collect_attention(state["intermediates"], model.depth)
+    emb, out = model.apply(variables, images)
+    attention = out["attention"]
     return np.asarray(out["tokens"]), np.asarray(emb), np.asarray(attention)
 
 
@@ -173,7 +172,7 @@ def test_paired_maps_for_both_families(refs):
     vit = checkpoints.model_from(vit_path, num_heads=HEADS)
     res_path = os.path.join(FIXTURES, "bit.npz")
     res = checkpoints.model_from(res_path, num_groups=4)
-    assert vit.sows_attention and not res.sows_attention
+    assert vit.has_attention and not res.has_attention
     for model, path, images in (
         (vit, vit_path, refs["vit_images"]),
         (res, res_path, refs["resnet_images"]),
@@ -185,7 +184,7 @@ def test_paired_maps_for_both_families(refs):
         emb = np.asarray(_apply(model, variables, images)[0])
         cos = emb[0] @ emb[1] / np.linalg.norm(emb[0]) / np.linalg.norm(emb[1])
         np.testing.assert_allclose(got["score"][0], cos, atol=1e-5)
-        if not model.sows_attention:
+        if not model.has_attention:
             # No rollout (Stylianou et al. 2019): each map splits the cosine over locations.
             np.testing.assert_allclose(np.sum(got["map_a"]), cos, atol=1e-5)
             np.testing.assert_allclose(np.sum(got["map_b"]), cos, atol=1e-5)

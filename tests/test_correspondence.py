@@ -8,7 +8,6 @@ from flax import traverse_util
 
 from pairviz_jax import explain as ex
 from pairviz_jax.models import ViT, decode_variant
-from pairviz_jax.models.vit import collect_attention
 from tests import reference
 
 AUTHORS = dict(class_token=True, keep_class_token=False, proj_dim=8)  # the paper's layout
@@ -27,9 +26,8 @@ def _images(b, seed, size=16):
 
 def _numpy_parts(model, variables, x, prefix):
     """Tokens and rollout R (patch block) of each image, float64, from the model itself."""
-    apply = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))
-    (_, o), st = apply(variables, x)
-    attn = np.asarray(collect_attention(st["intermediates"], model.depth), np.float64)
+    _, o = jax.jit(model.apply)(variables, x)
+    attn = np.asarray(o["attention"], np.float64)
     tokens = np.asarray(o["tokens"], np.float64)
     rolls = [reference.rollout(a)[prefix:, prefix:] for a in attn]
     return tokens, rolls

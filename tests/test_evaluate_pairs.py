@@ -11,6 +11,7 @@ import visualize
 from pairviz_jax import evaluate as ev
 from pairviz_jax import explain
 from pairviz_jax.data import photos
+from pairviz_jax.explain.decompose import decompose_embedding
 from pairviz_jax.models import ViT, decode_variant
 from pairviz_jax.plotting import LoadedModel
 from tests import inputs
@@ -72,14 +73,10 @@ def _tiny(family=None):
 
 
 def _numpy_rollout(model, variables, x):
-    _, state = model.apply(variables, x, mutable=["intermediates"])
-    blocks = state["intermediates"]["Transformer"]
+    attention = np.asarray(model.apply(variables, x)[1]["attention"], np.float64)
     r = None
     for i in range(model.depth):
-        a = np.asarray(
-            blocks[f"encoderblock_{i}"]["MultiHeadDotProductAttention_1"]["attention"][0],
-            np.float64,
-        ).mean(1)
+        a = attention[:, i].mean(1)
         a = a + np.eye(a.shape[-1])
         a = a / a.sum(-1, keepdims=True)
         r = a if r is None else a @ r
@@ -101,7 +98,8 @@ def test_baseline_kinds_against_independent_references(family):
     f = explain.features(model, variables, x)
     np.testing.assert_allclose(maps["rollout"][:, 0], explain.rollout_map(f), atol=1e-6)
     # gamma: eq. 4 at the split level, no rollout.
-    emb, out = model.apply(variables, x, decompose=True)
+    emb, out = model.apply(variables, x)
+    out["parts"], out["rest"] = decompose_embedding(model, variables["params"], out)
     u = np.asarray(partner, np.float64)
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     norm = np.linalg.norm(np.asarray(emb, np.float64), axis=1)

@@ -1,5 +1,7 @@
 """The paper's formulas (eq. 1-6) against independent numpy references and their invariants."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,9 +9,8 @@ import numpy as np
 import pytest
 
 from pairviz_jax import explain as ex
-from pairviz_jax.explain import maps as maps_mod
+from pairviz_jax.explain import api
 from pairviz_jax.models import ViT, decode_variant
-from pairviz_jax.models.vit import collect_attention
 from tests import reference
 
 RNG = np.random.default_rng(0)
@@ -178,6 +179,7 @@ def test_upsample_is_opencv_inter_cubic():
 # --- the whole method on a model ----------------------------------------------------------
 
 
+@functools.cache  # one model and one set of parameters per configuration, shared by tests
 def _model(**kw):
     model = ViT(**decode_variant("Tiny/4"), **kw)
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
@@ -200,8 +202,8 @@ def test_paired_maps_equal_a_per_pair_numpy_computation(kw, convention):
     out = ex.paired_maps(model, variables, xa, xb, convention=convention)
     assert out["map_a"].shape == (3, 4, 4) and out["upsampled_a"].shape == (3, 16, 16)
     for x, key in [(xa, "a"), (xb, "b")]:
-        (_, o), st = model.apply(variables, x, mutable=["intermediates"])
-        attn = np.asarray(collect_attention(st["intermediates"], model.depth), np.float64)
+        _, o = model.apply(variables, x)
+        attn = np.asarray(o["attention"], np.float64)
         if key == "a":
             tok_a, att_a = np.asarray(o["tokens"], np.float64), attn
         else:
@@ -230,7 +232,8 @@ def test_paired_maps_batch_equals_single_pairs_and_does_not_recompile():
     model, variables = _model(**AUTHORS)
     xa, xb = _images(4, 3), _images(4, 4)
     batch = ex.paired_maps(model, variables, xa, xb)
-    fn = maps_mod._paired_fn(model, "mean", 0, "authors", True)
+    opts = dict(convention="authors", head_fusion="mean", start_layer=0, target="score")
+    fn = api._paired_fn("paper", tuple(sorted(opts.items())), model, True)
     size = fn._cache_size()
     again = ex.paired_maps(model, variables, xb, xa)  # new values, same shapes
     assert fn._cache_size() == size
@@ -295,14 +298,14 @@ def test_rollout_map_class_row_or_mean_over_outputs():
 class _TinyCNN(nn.Module):
     """A conv net with the ViT's interface and no attention (the CNN baseline's path)."""
 
-    sows_attention = False
+    has_attention = False
     pool_type = "gap"
 
     def grid(self, shape):
         return shape[-3] // 2, shape[-2] // 2
 
     @nn.compact
-    def __call__(self, x, train=False):
+    def __call__(self, x, *, train=False, probe=None):
         y = nn.Conv(6, (2, 2), strides=(2, 2))(x)
         tokens = y.reshape(y.shape[0], -1, 6)
         return tokens.mean(1), {"tokens": tokens, "embedding": tokens.mean(1)}

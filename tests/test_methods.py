@@ -1,4 +1,11 @@
-"""Explanation methods: each one's defining property against an independent reference."""
+"""Explanation methods: each one's defining property against an independent reference.
+
+Models, their parameters and their compiled forward passes are built once per module
+(``_setup`` and ``_apply`` are cached); the door's compiled functions are cached per
+(method, options, model) by ``explain`` itself, so tests on one family share them.
+"""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,31 +15,38 @@ from flax import traverse_util
 
 from pairviz_jax import explain
 from pairviz_jax.explain import methods
-from pairviz_jax.models import ViT, decode_variant
+from pairviz_jax.explain.decompose import decompose_embedding
+from pairviz_jax.models import Probe, ViT, decode_variant
 from tests.test_vit_families import FAMILIES, _perturbed
 
 GRID_IMAGE = (16, 16)  # 4 x 4 patches of 4 px for the Tiny/4 models
 
 
-def _setup(family=None, n=2, seed=0, **kw):
+@functools.cache
+def _setup(family=None, n=2, seed=0):
     extra = dict(FAMILIES[family][0]) if family else dict(proj_dim=6)
-    extra.update(kw)
     model = ViT(**decode_variant("Tiny/4"), **extra)
     x = jax.random.normal(jax.random.PRNGKey(seed + 3), (n, *GRID_IMAGE, 3))
     return model, _perturbed(model, x, seed), x
 
 
+@functools.cache
+def _apply(model):
+    """``model.apply`` compiled once per model (kwargs such as ``probe`` are traced)."""
+    return jax.jit(model.apply)
+
+
 def _partners(model, variables, x, seed=7, k=2):
     """K partner embeddings per image: other random images' embeddings."""
     y = jax.random.normal(jax.random.PRNGKey(seed), (x.shape[0] * k, *x.shape[1:]))
-    emb = model.apply(variables, y)[0]
+    emb = _apply(model)(variables, y)[0]
     return emb.reshape(x.shape[0], k, -1)
 
 
 def _cotangent(model, variables, x, partners, target="score"):
     """c = u_partner / |beta(x)| [B, K, E] (the explained quantity, methods.base); for
     target="cosine" the cosine's own gradient, (u_partner - s u_x) / |beta(x)|."""
-    emb = np.asarray(model.apply(variables, x)[0], np.float64)
+    emb = np.asarray(_apply(model)(variables, x)[0], np.float64)
     u = np.asarray(partners, np.float64)
     u = u / np.linalg.norm(u, axis=-1, keepdims=True)
     norm = np.linalg.norm(emb, axis=-1)
@@ -59,7 +73,7 @@ def test_registry_names_options_and_errors():
     with pytest.raises(ValueError, match="takes no option layer"):
         explain.paired_maps(model, variables, x, x, layer=1)
     with pytest.raises(ValueError, match=r"partners must be \[B, K, E\]"):
-        methods.against(model, variables, x, jnp.zeros((5, 6)), method="chefer")
+        explain.against(model, variables, x, jnp.zeros((5, 6)), method="chefer")
 
 
 def test_methods_that_need_a_vit_say_so_for_a_cnn():
@@ -87,8 +101,8 @@ def test_paper_in_the_registry_equals_paired_and_cross_maps(family, convention, 
     ref = explain.paired_maps(
         model, variables, x, xb, convention=convention, start_layer=start, upsampled=False
     )
-    emb_b = model.apply(variables, xb)[0]
-    out = methods.against(
+    emb_b = _apply(model)(variables, xb)[0]
+    out = explain.against(
         model, variables, x, emb_b, method="paper", convention=convention, start_layer=start
     )
     np.testing.assert_allclose(out["maps"], ref["map_a"], atol=1e-6, rtol=1e-5)
@@ -109,7 +123,7 @@ def test_paper_in_the_registry_equals_paired_and_cross_maps(family, convention, 
 def _finite_difference_gxi(model, variables, x, cot, layer, detach=False, h=2e-2):
     """d/dt f(x_k + t e_j x_kj) at t = 0 per token j, by Richardson-extrapolated central
     differences of the forward pass alone (no autodiff)."""
-    _, out = model.apply(variables, x, return_block_inputs=True)
+    _, out = _apply(model)(variables, x)
     tokens = out["block_inputs"][layer]  # [B, N', D]
     n_all = tokens.shape[1]
 
@@ -117,7 +131,8 @@ def _finite_difference_gxi(model, variables, x, cot, layer, detach=False, h=2e-2
     def f(t):  # t [B, N'] -> f for every (token, partner): [N', B, K]
         def one(j):
             delta = jnp.zeros_like(tokens).at[:, j].set(t[:, j, None] * tokens[:, j])
-            emb = model.apply(variables, x, block_deltas={layer: delta}, detach=detach)[0]
+            probe = Probe(detach=detach, block_deltas={layer: delta})
+            emb = model.apply(variables, x, probe=probe)[0]
             return jnp.einsum("be,bke->bk", emb, cot)
 
         return jax.lax.map(one, jnp.arange(n_all))
@@ -133,18 +148,18 @@ def _finite_difference_gxi(model, variables, x, cot, layer, detach=False, h=2e-2
     return np.moveaxis(d, 0, -1)  # [B, K, N']
 
 
-@pytest.mark.parametrize("family,layer", [(None, 0), (None, 1), ("dinov2_reg", 1), ("clip", 0)])
+@pytest.mark.parametrize("family,layer", [(None, 0), ("dinov2_reg", 1), ("clip", 0)])
 def test_gradxinput_equals_finite_differences_per_token(family, layer):
     model, variables, x = _setup(family)
     partners = _partners(model, variables, x)
     cot = jnp.asarray(_cotangent(model, variables, x, partners), jnp.float32)
     fd = _finite_difference_gxi(model, variables, x, cot, layer)  # [B, K, N']
-    out = methods.against(model, variables, x, partners, method="gradxinput", layer=layer)
+    out = explain.against(model, variables, x, partners, method="gradxinput", layer=layer)
     n = 16
     np.testing.assert_allclose(out["maps"].reshape(2, 2, n), fd[..., -n:], atol=2e-4, rtol=2e-3)
     np.testing.assert_allclose(out["total"], fd.sum(-1), atol=1e-3, rtol=2e-3)
     # f_p's value is the cosine.
-    emb = model.apply(variables, x)[0]
+    emb = _apply(model)(variables, x)[0]
     want = np.einsum("be,bke->bk", emb / np.linalg.norm(emb, axis=-1, keepdims=True), partners)
     want = want / np.linalg.norm(partners, axis=-1)
     np.testing.assert_allclose(out["score"], want, atol=1e-5)
@@ -153,7 +168,7 @@ def test_gradxinput_equals_finite_differences_per_token(family, layer):
 def test_gradxinput_at_the_last_block_through_the_final_norm_is_zero():
     """x . grad of a per-token LayerNorm is 0 (scale invariance): documented degenerate case."""
     model, variables, x = _setup()
-    out = methods.against(
+    out = explain.against(
         model, variables, x, _partners(model, variables, x), method="gradxinput", layer=2
     )
     np.testing.assert_allclose(out["maps"], 0.0, atol=1e-4)
@@ -166,8 +181,10 @@ def _bias_terms(model, variables, x, cot, layer):
     """sum over biases b above block ``layer`` of b . df/db (detached), per (image, partner),
     from jax.grad over the parameters with the layer's tokens held (an independent path)."""
 
-    def f(params, c):
-        emb = model.apply({"params": params}, x, detach=True)[0]
+    @jax.jit
+    @jax.grad
+    def grad_f(params, c):
+        emb = model.apply({"params": params}, x, probe=Probe(detach=True))[0]
         return jnp.einsum("be,be->", emb, c)
 
     # Everything above block k depends on the parameters below it only through x_k, so the
@@ -180,7 +197,7 @@ def _bias_terms(model, variables, x, cot, layer):
 
     totals = []
     for k in range(cot.shape[1]):
-        grads = jax.grad(f)(variables["params"], cot[:, k])
+        grads = grad_f(variables["params"], cot[:, k])
         flat_p = traverse_util.flatten_dict(variables["params"])
         flat_g = traverse_util.flatten_dict(grads)
         s = 0.0
@@ -196,14 +213,14 @@ def test_conservative_relevance_plus_bias_terms_is_the_cosine(family):
     model, variables, x = _setup(family, n=1)
     partners = _partners(model, variables, x, k=2)
     cot = jnp.asarray(_cotangent(model, variables, x, partners), jnp.float32)
-    out = methods.against(model, variables, x, partners, method="conservative")
+    out = explain.against(model, variables, x, partners, method="conservative")
     bias = _bias_terms(model, variables, x, cot, 0)  # [K]
     np.testing.assert_allclose(out["total"][0] + bias, out["score"][0], atol=2e-5, rtol=1e-4)
     # Without biases the map (plus prefix tokens) is the cosine itself.
     flat = traverse_util.flatten_dict(variables["params"])
     flat = {k: (jnp.zeros_like(v) if k[-1] == "bias" else v) for k, v in flat.items()}
     v0 = {"params": traverse_util.unflatten_dict(flat)}
-    out0 = methods.against(model, v0, x, partners, method="conservative")
+    out0 = explain.against(model, v0, x, partners, method="conservative")
     np.testing.assert_allclose(out0["total"], out0["score"], atol=2e-6, rtol=1e-5)
     if model.num_prefix_tokens == 0:
         np.testing.assert_allclose(out0["maps"].sum((-2, -1)), out0["score"], atol=2e-6)
@@ -211,15 +228,16 @@ def test_conservative_relevance_plus_bias_terms_is_the_cosine(family):
 
 @pytest.mark.parametrize("family", ["dinov2_reg", "deit_distilled", "clip"])
 def test_conservative_at_the_last_block_is_the_exact_class_token_split(family):
-    """For class-token pooling, models.decompose writes the detached last block out by hand:
+    """For class-token pooling, explain.decompose writes the detached last block out by hand:
     its parts v_j . c are the conservative relevance of the last block's input tokens."""
     model, variables, x = _setup(family)
     partners = _partners(model, variables, x)
     cot = _cotangent(model, variables, x, partners)
-    _, out = model.apply(variables, x, decompose=True)
-    v = np.asarray(out["parts"][model.depth - 1], np.float64)  # [B, N', E]
+    _, out = _apply(model)(variables, x)
+    parts, _ = decompose_embedding(model, variables["params"], out)
+    v = np.asarray(parts[model.depth - 1], np.float64)  # [B, N', E]
     want = np.einsum("bne,bke->bkn", v, cot)
-    got = methods.against(
+    got = explain.against(
         model, variables, x, partners, method="conservative", layer=model.depth - 1
     )
     np.testing.assert_allclose(got["maps"].reshape(2, 2, 16), want[..., -16:], atol=1e-5)
@@ -230,32 +248,25 @@ def test_conservative_at_the_last_block_is_the_exact_class_token_split(family):
 
 
 def _attention_and_gradients(model, variables, x, c):
-    """A_l [B, H, N', N'] (sown) and dF/dA_l for F = beta . c, by jax.grad through
-    ``attention_deltas`` (written here, independently of the method)."""
-    n_all = model.apply(variables, x, return_block_inputs=True)[1]["block_inputs"][0].shape[1]
+    """A_l [B, H, N', N'] (returned) and dF/dA_l for F = beta . c, by jax.grad through
+    ``Probe.attention_deltas`` (written here, independently of the method)."""
+    _, out = _apply(model)(variables, x)
+    n_all = out["block_inputs"][0].shape[1]
     b, h = x.shape[0], model.num_heads
     keys = list(range(model.depth + (model.pool_type == "map")))  # depth: the MAP head
     zeros = {
         k: jnp.zeros((b, h, 1 if k == model.depth else n_all, n_all), jnp.float32) for k in keys
     }
 
+    @jax.jit
     def f(d):
-        emb = model.apply(variables, x, attention_deltas=d)[0]
+        emb = model.apply(variables, x, probe=Probe(attention_deltas=d))[0]
         return jnp.sum(emb * c)
 
     grads = jax.grad(f)(zeros)
-    _, state = model.apply(variables, x, mutable=["intermediates"])
-    inter = state["intermediates"]
-    attn = {
-        i: inter["Transformer"][f"encoderblock_{i}"]["MultiHeadDotProductAttention_1"]["attention"][
-            0
-        ]
-        for i in range(model.depth)
-    }
+    attn = {i: out["attention"][:, i] for i in range(model.depth)}
     if model.depth in keys:
-        attn[model.depth] = inter["MAPHead_0"]["MultiHeadDotProductAttention_0"]["pool_attention"][
-            0
-        ]
+        attn[model.depth] = out["pool_attention"]
     # One directional derivative by central differences: the hook gives dF/dA.
     direction = jax.random.normal(jax.random.PRNGKey(5), zeros[0].shape)
 
@@ -275,7 +286,7 @@ def test_chefer_relevance_update_rules_by_hand_on_two_blocks(family):
     partners = _partners(model, variables, x, k=1)
     cot = _cotangent(model, variables, x, partners, target="cosine")[:, 0]  # the default
     attn, grads = _attention_and_gradients(model, variables, x, jnp.asarray(cot, jnp.float32))
-    got = methods.against(model, variables, x, partners, method="chefer")["maps"][:, 0]
+    got = explain.against(model, variables, x, partners, method="chefer")["maps"][:, 0]
     p, n = model.num_prefix_tokens, 16
     for b in range(2):
         abar = [np.maximum(grads[i][b] * attn[i][b], 0).mean(0) for i in range(2)]
@@ -302,8 +313,8 @@ def test_ig_completeness_error_shrinks_with_steps():
     model, variables, x = _setup("dinov2_reg")
     partners = _partners(model, variables, x)
     cot = _cotangent(model, variables, x, partners)
-    emb0 = np.asarray(model.apply(variables, jnp.zeros_like(x))[0], np.float64)
-    emb = np.asarray(model.apply(variables, x)[0], np.float64)
+    emb0 = np.asarray(_apply(model)(variables, jnp.zeros_like(x))[0], np.float64)
+    emb = np.asarray(_apply(model)(variables, x)[0], np.float64)
     u = np.asarray(partners, np.float64)
     u = u / np.linalg.norm(u, axis=-1, keepdims=True)
     want = np.einsum("be,bke->bk", emb, cot) - np.einsum("be,bke->bk", emb0, cot)
@@ -311,7 +322,7 @@ def test_ig_completeness_error_shrinks_with_steps():
     np.testing.assert_allclose(np.einsum("be,bke->bk", emb, cot), cos, atol=1e-6)
     errors = []
     for steps in (2, 8, 32):
-        out = methods.against(model, variables, x, partners, method="ig", steps=steps)
+        out = explain.against(model, variables, x, partners, method="ig", steps=steps)
         np.testing.assert_allclose(out["total"], out["maps"].sum((-2, -1)), atol=1e-6)
         errors.append(np.abs(np.asarray(out["total"], np.float64) - want).max())
     assert errors[2] < errors[1] < errors[0], errors
@@ -319,6 +330,43 @@ def test_ig_completeness_error_shrinks_with_steps():
 
 
 # --------------------------------------------------------------------------- jit, vmap, galleries
+
+PAIRED_KEYS = {"map_a", "map_b", "score", "rest_a", "rest_b", "total_a", "total_b"}
+PAIRED_KEYS |= {"upsampled_a", "upsampled_b"}
+CROSS_KEYS = {"maps_q", "maps_g", "score", "rest_q", "rest_g"}
+
+
+def test_one_door_takes_images_or_the_papers_per_image_objects():
+    """The paper's method through the one door: the same keys as every method; images
+    (``Inputs``) or its precomputed per-image objects (``Features``, ``Folded``: the fold
+    fast path) give the same cross maps, equal to ``paired_maps`` pair by pair and to the
+    generic path every method has (``prepare`` + pullback, here through ``against``)."""
+    model, variables, x = _setup("dinov2_reg", n=3)
+    xb = jnp.flip(x, axis=(0, 2)) + 0.1
+    out = explain.paired_maps(model, variables, x, xb, convention="transpose")
+    assert set(out) == PAIRED_KEYS
+    np.testing.assert_allclose(out["total_a"], out["map_a"].sum((-2, -1)), atol=1e-6)
+    iq, ig = explain.Inputs(model, variables, x), explain.Inputs(model, variables, xb)
+    fq = explain.features(model, variables, x, head_fusion="mean")
+    fg = explain.fold(explain.features(model, variables, xb), convention="transpose")
+    by_images = explain.cross_maps(iq, ig, convention="transpose")
+    by_objects = explain.cross_maps(fq, fg, convention="transpose")
+    assert set(by_images) == set(by_objects) == CROSS_KEYS
+    k = jnp.arange(3)
+    for key, side in (("maps_q", "map_a"), ("maps_g", "map_b"), ("rest_q", "rest_a")):
+        np.testing.assert_allclose(by_images[key], by_objects[key], atol=1e-6, rtol=1e-5)
+        np.testing.assert_allclose(by_images[key][k, k], out[side], atol=1e-6, rtol=1e-5)
+    generic = explain.against(
+        model, variables, x, _apply(model)(variables, xb)[0], convention="transpose"
+    )
+    np.testing.assert_allclose(generic["maps"], out["map_a"], atol=1e-6, rtol=1e-5)
+    # Precomputed objects are the paper's alone; other methods take images.
+    with pytest.raises(ValueError, match=r"method='chefer'\) takes the queries as explain.Inputs"):
+        explain.cross_maps(fq, ig, method="chefer")
+    with pytest.raises(ValueError, match="or Features or Folded, got Array"):
+        explain.cross_maps(x, ig)
+    with pytest.raises(ValueError, match="convention must be one of"):
+        explain.cross_maps(iq, ig, convention="rows")
 
 
 @pytest.mark.parametrize("method", ["gradxinput", "chefer", "conservative", "ig"])
@@ -328,15 +376,16 @@ def test_batched_pairs_equal_one_pair_at_a_time_and_cross_maps(method):
     xb = jnp.flip(x, axis=(0, 2)) + 0.1
     out = explain.paired_maps(model, variables, x, xb, method=method, upsampled=True, **opts)
     assert out["map_a"].shape == (3, 4, 4) and out["upsampled_b"].shape == (3, 16, 16)
-    for i in range(3):
+    assert set(out) == PAIRED_KEYS  # the same keys for every method, the paper's included
+    for i in (0, 2):
         one = explain.paired_maps(
             model, variables, x[i : i + 1], xb[i : i + 1], method=method, upsampled=False, **opts
         )
         for key in ("map_a", "map_b", "score", "rest_a", "total_b"):
             np.testing.assert_allclose(one[key][0], out[key][i], atol=2e-6, rtol=1e-5)
     cross = explain.cross_maps(
-        methods.Inputs(model, variables, x),
-        methods.Inputs(model, variables, xb),
+        explain.Inputs(model, variables, x),
+        explain.Inputs(model, variables, xb),
         method=method,
         **opts,
     )
@@ -346,16 +395,9 @@ def test_batched_pairs_equal_one_pair_at_a_time_and_cross_maps(method):
     np.testing.assert_allclose(cross["maps_g"][k, k], out["map_b"], atol=2e-6, rtol=1e-5)
     np.testing.assert_allclose(cross["score"][k, k], out["score"], atol=1e-6)
     # Under vmap over an extra axis of pairs (the per-pair function is traceable).
-    emb_b = model.apply(variables, xb)[0]
+    emb_b = _apply(model)(variables, xb)[0]
     fn = jax.vmap(
-        lambda xi, ei: methods.api._against_body(
-            method,
-            tuple(sorted({**methods.get(method).options, **opts}.items())),
-            model,
-            variables,
-            xi,
-            ei[:, None],
-        )["maps"][:, 0]
+        lambda xi, ei: explain.against(model, variables, xi, ei, method=method, **opts)["maps"]
     )
     v = fn(x[:, None], emb_b[:, None])[:, 0]
     np.testing.assert_allclose(v, out["map_a"], atol=2e-6, rtol=1e-5)
@@ -371,14 +413,14 @@ def test_cosine_target_is_the_score_map_minus_s_times_the_self_map(method):
     Chefer's clipped rule only the gradient changes, so only the linear methods are exact."""
     model, variables, x = _setup("dinov2_reg")
     partners = _partners(model, variables, x, k=1)
-    emb = model.apply(variables, x)[0]
-    got = methods.against(model, variables, x, partners, method=method, target="cosine")
+    emb = _apply(model)(variables, x)[0]
+    got = explain.against(model, variables, x, partners, method=method, target="cosine")
     if method == "chefer":  # its default is the cosine
-        plain = methods.against(model, variables, x, partners, method=method, target="score")
+        plain = explain.against(model, variables, x, partners, method=method, target="score")
         assert not np.allclose(got["maps"], plain["maps"], atol=1e-3)
         return
-    score = methods.against(model, variables, x, partners, method=method)
-    itself = methods.against(model, variables, x, emb[:, None], method=method)
+    score = explain.against(model, variables, x, partners, method=method)
+    itself = explain.against(model, variables, x, emb[:, None], method=method)
     want = score["maps"] - score["score"][..., None, None] * itself["maps"]
     np.testing.assert_allclose(got["maps"], want, atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(itself["score"], 1.0, atol=1e-6)
@@ -386,7 +428,7 @@ def test_cosine_target_is_the_score_map_minus_s_times_the_self_map(method):
         flat = traverse_util.flatten_dict(variables["params"])
         flat = {k: (jnp.zeros_like(v) if k[-1] == "bias" else v) for k, v in flat.items()}
         v0 = {"params": traverse_util.unflatten_dict(flat)}
-        out0 = methods.against(model, v0, x, partners, method=method, target="cosine")
+        out0 = explain.against(model, v0, x, partners, method=method, target="cosine")
         np.testing.assert_allclose(out0["total"], 0.0, atol=2e-6)
     with pytest.raises(ValueError, match="target='dot'"):
-        methods.against(model, variables, x, partners, method=method, target="dot")
+        explain.against(model, variables, x, partners, method=method, target="dot")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pairviz_jax import explain as ex
-from pairviz_jax.models import ViT, decode_variant
+from pairviz_jax.explain.decompose import decompose_embedding
+from pairviz_jax.models import Probe, ViT, decode_variant
 from tests import reference
 from tests.test_vit_families import FAMILIES, _perturbed
 
@@ -32,10 +33,17 @@ def _variables(family, seed):
     return _perturbed(model, jnp.zeros((1, 8, 8, 3)), seed)
 
 
+def _decomposed(model, variables, x):
+    """The forward's ``(embedding, out)`` with the embedding's split (``parts``, ``rest``)."""
+    emb, out = model.apply(variables, x)
+    out["parts"], out["rest"] = decompose_embedding(model, variables["params"], out)
+    return emb, out
+
+
 @pytest.mark.parametrize("family", POOLED + ["dinov2_g"])
 def test_parts_and_rest_sum_to_the_embedding_under_jit(family):
     model, variables, x = _setup(family)
-    emb, out = jax.jit(lambda v, i: model.apply(v, i, decompose=True))(variables, x)
+    emb, out = jax.jit(lambda v, i: _decomposed(model, v, i))(variables, x)
     total = sum(v.sum(1) for v in out["parts"].values()) + out["rest"]
     np.testing.assert_allclose(total, emb, atol=2e-6, rtol=1e-5)
     for v in out["parts"].values():
@@ -47,7 +55,7 @@ def test_parts_and_rest_sum_to_the_embedding_under_jit(family):
 def test_parts_equal_the_jvp_of_the_detached_model(family):
     """v_j is the detached model's linear part applied to token j (independent: autodiff)."""
     model, variables, x = _setup(family, n=1)
-    _, out = model.apply(variables, x, decompose=True, return_block_inputs=True)
+    _, out = _decomposed(model, variables, x)
     d = model.width
     for level, part in out["parts"].items():
         if model.pool_type == "gap_tok" and level == model.depth:
@@ -55,7 +63,8 @@ def test_parts_equal_the_jvp_of_the_detached_model(family):
         tokens = out["block_inputs"][level]
 
         def emb(delta, level=level):
-            return model.apply(variables, x, detach=True, block_deltas={level: delta})[0]
+            probe = Probe(detach=True, block_deltas={level: delta})
+            return model.apply(variables, x, probe=probe)[0]
 
         def jvp_token(j, tokens=tokens, emb=emb):
             tangent = jnp.zeros_like(tokens).at[:, j].set(tokens[:, j])
@@ -75,22 +84,9 @@ def test_paired_maps_for_every_pooling_match_a_numpy_reference(family, conventio
     out = ex.paired_maps(model, variables, x, xb, convention=convention, upsampled=False)
     assert out["map_a"].shape == (2, 2, 2) and out["score"].shape == (2,)
     for side, imgs, partner in [("a", x, xb), ("b", xb, x)]:
-        (emb, o), state = model.apply(
-            variables, imgs, decompose=True, mutable=["intermediates"], attention_fusion=None
-        )
+        emb, o = _decomposed(model, variables, imgs)
         emb_p, _ = model.apply(variables, partner)
-        attn = np.asarray(
-            jnp.stack(
-                [
-                    state["intermediates"]["Transformer"][f"encoderblock_{i}"][
-                        "MultiHeadDotProductAttention_1"
-                    ]["attention"][0]
-                    for i in range(model.depth)
-                ],
-                axis=1,
-            ),
-            np.float64,
-        )
+        attn = np.asarray(o["attention"], np.float64)
         p = model.num_prefix_tokens
         for i in range(2):
             u = np.asarray(emb_p[i], np.float64)

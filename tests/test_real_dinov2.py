@@ -45,7 +45,7 @@ def _run(path, images, **load_kw):
     ckpt = checkpoints.read(path)
     model = checkpoints.model_from(ckpt)
     variables = checkpoints.load(ckpt, model, image_size=224, **load_kw)
-    emb, out = jax.jit(lambda v, x: model.apply(v, x, return_block_inputs=True))(variables, images)
+    emb, out = jax.jit(lambda v, x: model.apply(v, x))(variables, images)
     f = ex.features(model, variables, images)
     blocks = np.stack([np.asarray(b) for b in out["block_inputs"][1:]], axis=1)
     return model, np.asarray(emb), np.asarray(out["encoded"]), blocks, np.asarray(f.attention)

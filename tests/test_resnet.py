@@ -83,7 +83,7 @@ def test_grid_of_the_paper_input():
     model = ResNet(**decode_resnet("R101x1"))
     assert model.grid((1, 256, 256, 3)) == (8, 8)
     assert model.grid((224, 224, 3)) == (7, 7)
-    assert ResNet.sows_attention is False
+    assert ResNet.has_attention is False
 
 
 def test_embedding_is_mean_of_tokens_and_head_is_per_location():

@@ -237,7 +237,7 @@ def test_explore_input_errors(files, tmp_path, capsys):
                        files / "vit.npz", *out], capsys)  # fmt: skip
     assert rc == 1 and "broken.png" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x.html").exists()
-    # A class-token model has an exact split too (pairviz_jax.models.decompose).
+    # A class-token model has an exact split too (pairviz_jax.explain.decompose).
     rc, _, err = _run(["explore", files / "0.png", files / "5.png", "--weights",
                        files / "tok.npz", *out], capsys)  # fmt: skip
     assert rc == 0 and (tmp_path / "x.html").exists(), err

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from pairviz_jax.models import ViT, decode_variant
-from pairviz_jax.models.vit import collect_attention
+from pairviz_jax.models import Probe, ViT, decode_variant
 from tests import reference
 
 
@@ -81,10 +80,8 @@ def test_forward_matches_numpy_reference(kw):
     variables = jax.tree_util.tree_map(
         lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(x.size), x.shape), variables
     )
-    (emb, out), state = model.apply(
-        variables, images, mutable=["intermediates"], attention_fusion=None
-    )
-    attn = collect_attention(state["intermediates"], model.depth)
+    emb, out = model.apply(variables, images)
+    attn = out["attention"]  # every head: the default probe
     for i in range(2):
         tokens, att = reference.vit_forward(
             variables["params"],
@@ -107,13 +104,11 @@ def test_attention_collected_only_when_asked():
     model = ViT(**decode_variant("mu/4"))
     x = jnp.ones((1, 8, 8, 3))
     variables = model.init(jax.random.PRNGKey(0), x)
-    assert "intermediates" not in variables
-    emb, out = model.apply(variables, x)  # plain apply: nothing sown, nothing returned
+    assert set(variables) == {"params"}
+    emb, out = model.apply(variables, x)
     assert emb.shape == (1, 16)
-    _, state = model.apply(variables, x, mutable=["intermediates"], attention_fusion="mean")
-    fused = collect_attention(state["intermediates"], 1)
-    _, state = model.apply(variables, x, mutable=["intermediates"])
-    heads = collect_attention(state["intermediates"], 1)
+    fused = model.apply(variables, x, probe=Probe(attention_fusion="mean"))[1]["attention"]
+    heads = out["attention"]
     assert fused.shape == (1, 1, 4, 4) and heads.shape == (1, 1, 2, 4, 4)
     np.testing.assert_allclose(fused, heads.mean(2), atol=1e-7)
     np.testing.assert_allclose(heads.sum(-1), 1.0, atol=1e-6)
@@ -160,3 +155,22 @@ def test_any_image_size_divisible_by_patch():
         _, out = model.apply(variables, x)
         assert out["tokens"].shape == (1, (h // 4) * (w // 4), 16)
         assert model.grid(x.shape) == (h // 4, w // 4)
+
+
+def test_models_take_images_train_and_one_probe():
+    """One interface: ``__call__(images, *, train=False, probe=None) -> (embedding, out)``;
+    what a method injects is one frozen ``Probe``; a CNN refuses what it cannot honour."""
+    import dataclasses
+    import inspect
+
+    from pairviz_jax.models import ResNet
+
+    for cls in (ViT, ResNet):
+        params = list(inspect.signature(cls.__call__).parameters.values())
+        keywords = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+        assert keywords == ["train", "probe"], (cls.__name__, keywords)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Probe().detach = True  # type: ignore[misc]
+    cnn = ResNet(block_sizes=(1,), width=8, num_groups=2, proj_dim=4)
+    with pytest.raises(ValueError, match="ResNet takes no probe with detach or deltas"):
+        cnn.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), probe=Probe(detach=True))

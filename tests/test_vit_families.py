@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from pairviz_jax.models import ViT, decode_variant
-from pairviz_jax.models.vit import collect_attention
+from pairviz_jax.models import Probe, ViT, decode_variant
 from tests import reference_vit
 
 # name -> (ViT keyword arguments, reference cfg)
@@ -69,10 +68,8 @@ def test_forward_matches_numpy_reference(family):
     model = ViT(**decode_variant("Tiny/4"), **kw)
     images = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 12, 3))
     variables = _perturbed(model, images)
-    (emb, out), state = model.apply(
-        variables, images, mutable=["intermediates"], attention_fusion=None
-    )
-    attn = collect_attention(state["intermediates"], model.depth)
+    emb, out = model.apply(variables, images)
+    attn = out["attention"]
     n_all = 6 + model.num_prefix_tokens
     assert attn.shape == (2, 2, 2, n_all, n_all)
     assert emb.shape == (2, model.embedding_dim) and emb.dtype == jnp.float32
@@ -145,7 +142,7 @@ def test_detached_forward_has_the_same_values():
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 3))
     variables = _perturbed(model, x)
     e1, _ = model.apply(variables, x)
-    e2, _ = model.apply(variables, x, detach=True)
+    e2, _ = model.apply(variables, x, probe=Probe(detach=True))
     np.testing.assert_allclose(e1, e2, atol=2e-6)
 
 
@@ -153,18 +150,18 @@ def test_block_and_attention_deltas_give_intermediate_gradients():
     model = ViT(**decode_variant("Tiny/4"), class_token=True, pool_type="tok")
     x = jax.random.normal(jax.random.PRNGKey(2), (1, 8, 8, 3))
     variables = _perturbed(model, x)
-    _, out = model.apply(variables, x, return_block_inputs=True)
+    _, out = model.apply(variables, x)
     assert len(out["block_inputs"]) == model.depth + 1
     x1 = out["block_inputs"][1]
 
     def emb_from_block1(tokens):
         # The same function, by perturbing block 1's input by (tokens - x1).
-        e, _ = model.apply(variables, x, block_deltas={1: tokens - x1})
+        e, _ = model.apply(variables, x, probe=Probe(block_deltas={1: tokens - x1}))
         return e.sum()
 
-    g_delta = jax.grad(lambda d: model.apply(variables, x, block_deltas={1: d})[0].sum())(
-        jnp.zeros_like(x1)
-    )
+    g_delta = jax.grad(
+        lambda d: model.apply(variables, x, probe=Probe(block_deltas={1: d}))[0].sum()
+    )(jnp.zeros_like(x1))
     np.testing.assert_allclose(g_delta, jax.grad(emb_from_block1)(x1), atol=1e-6)
     # Finite differences along a random direction.
     direction = jax.random.normal(jax.random.PRNGKey(5), x1.shape)
@@ -172,9 +169,9 @@ def test_block_and_attention_deltas_give_intermediate_gradients():
     fd = (emb_from_block1(x1 + h * direction) - emb_from_block1(x1 - h * direction)) / (2 * h)
     np.testing.assert_allclose((g_delta * direction).sum(), fd, rtol=2e-2, atol=1e-3)
     shape = (1, 2, 5, 5)
-    ga = jax.grad(lambda d: model.apply(variables, x, attention_deltas={0: d})[0].sum())(
-        jnp.zeros(shape)
-    )
+    ga = jax.grad(
+        lambda d: model.apply(variables, x, probe=Probe(attention_deltas={0: d}))[0].sum()
+    )(jnp.zeros(shape))
     assert ga.shape == shape and float(jnp.abs(ga).max()) > 0
     with pytest.raises(ValueError, match=r"block_deltas\[1\]"):
-        model.apply(variables, x, block_deltas={1: jnp.zeros((1, 3, 32))})
+        model.apply(variables, x, probe=Probe(block_deltas={1: jnp.zeros((1, 3, 32))}))

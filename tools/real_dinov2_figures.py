@@ -59,9 +59,7 @@ def parity(hf: str, hub: str, onnx_path: str) -> None:
         ckpt = checkpoints.read(path)
         model = checkpoints.model_from(ckpt)
         variables = checkpoints.load(ckpt, model, image_size=224, **kw)
-        _, out = jax.jit(lambda v, x, m=model: m.apply(v, x, return_block_inputs=True))(
-            variables, images
-        )
+        _, out = jax.jit(lambda v, x, m=model: m.apply(v, x))(variables, images)
         blocks = np.stack([np.asarray(b) for b in out["block_inputs"][1:]], axis=1)
         errs = [np.abs(blocks[:, i] - ref["blocks"][:, i]).max() for i in range(12)]
         worst = int(np.argmax(errs))

@@ -2,7 +2,7 @@
 
 The paper's maps fold every image once (``kernels.Compute``: a pair costs one small
 product). A gradient method has no such fold: a pair costs one backward pass per
-direction, so its shards run ``explain.methods.paired_maps`` on chunks of pairs, with
+direction, so its shards run ``explain.paired_maps`` on chunks of pairs, with
 the images decoded again (a small cache keeps those a shard repeats). A chunk's pairs are
 split over the devices' ``"data"`` axis, as the paper's maps (each device runs its share
 of the backward passes). Same interface as ``kernels.Compute``: ``calls(pairs)`` yields
@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from pairviz_jax import explain
 from pairviz_jax.explain import methods
 
 # Pairs per compiled call: 2 x 16 images' backward passes at a time.
@@ -94,7 +95,7 @@ class MethodCompute:
             pos[: e - s] = np.arange(s, e)
             a = jax.device_put(np.stack([self._image(int(i)) for i in idx[:, 0]]), self.split)
             b = jax.device_put(np.stack([self._image(int(i)) for i in idx[:, 1]]), self.split)
-            out = methods.paired_maps(
+            out = explain.paired_maps(
                 self.model, self.variables, a, b, method=self.method, upsampled=False
             )
             yield pos, (out["map_a"], out["map_b"], out["score"])

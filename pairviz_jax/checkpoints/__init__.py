@@ -31,9 +31,9 @@ from __future__ import annotations
 from pairviz_jax.checkpoints import _io
 from pairviz_jax.checkpoints._api import (
     Checkpoint,
-    _jitted_init,
     convert_file,
     describe,
+    jitted_init,
     load,
     model_from,
     read,
@@ -65,4 +65,4 @@ __all__ = [
     "write_safetensors",
 ]
 
-_ = (_io, _jitted_init)  # reached as checkpoints._io / checkpoints._jitted_init
+_ = (_io, jitted_init)  # reached as checkpoints._io / checkpoints.jitted_init

@@ -195,7 +195,7 @@ def load(
     )
     if keep_init and isinstance(next(iter(target.values())), jax.ShapeDtypeStruct):
         rng = jax.random.PRNGKey(0) if rng is None else rng
-        init_variables = _jitted_init(model)(rng, images)
+        init_variables = jitted_init(model)(rng, images)
         target = traverse_util.flatten_dict(dict(init_variables["params"]), sep="/")
     flat = {
         k: jnp.asarray(loaded[k], jnp.float32) if k in loaded else jnp.asarray(target[k])
@@ -205,7 +205,7 @@ def load(
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_init(model: nn.Module):
+def jitted_init(model: nn.Module):
     """``jax.jit(model.init)``, compiled once per model configuration."""
     return jax.jit(model.init)
 

@@ -10,22 +10,16 @@ partner 1 give the pair sensitivity (``measures``).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pairviz_jax import explain
 from pairviz_jax.evaluate import measures as ms
 from pairviz_jax.evaluate.kinds import FEATURE_KINDS, KINDS, check_kinds, kind_maps
 from pairviz_jax.evaluate.results import Faithfulness
-
-
-@functools.lru_cache(maxsize=16)
-def _embed_fn(model):
-    return jax.jit(lambda v, x: model.apply(v, x)[0].astype(jnp.float32))
 
 
 def _chunks(n: int, size: int):
@@ -100,10 +94,9 @@ def measure(
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps!r} must be a positive integer")
     seconds: dict[str, float] = {}
-    embed_jit = _embed_fn(model)
 
     def embed(x):
-        return np.asarray(embed_jit(variables, jnp.asarray(x)))
+        return np.asarray(explain.embed(model, variables, jnp.asarray(x)))
 
     t0 = time.perf_counter()
     flat = partners.reshape(b * k, *partners.shape[2:])

@@ -29,16 +29,14 @@ _SHORT = {
 
 def _rows(loaded, data, kinds, method_options):
     """[(partner uint8, B uint8, masks [K, S, S], {kind: map [S, S]}, score, title)]."""
-    from pairviz_jax.explain import methods
-
     x = jnp.asarray(data["images"][:1])
     k = data["partners"].shape[1]
-    emb_p = methods.embed(loaded.model, loaded.variables, jnp.asarray(data["partners"][0]))
+    emb_p = explain.embed(loaded.model, loaded.variables, jnp.asarray(data["partners"][0]))
     maps = kind_maps(
         loaded.model, loaded.variables, x, emb_p[None], kinds, method_options=method_options
     )
     unit = lambda e: e / jnp.linalg.norm(e, axis=-1, keepdims=True)  # noqa: E731
-    emb_x = methods.embed(loaded.model, loaded.variables, x)[0]
+    emb_x = explain.embed(loaded.model, loaded.variables, x)[0]
     size = data["images"].shape[1:3]
     rows = []
     for j in range(k):

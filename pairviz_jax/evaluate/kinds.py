@@ -24,11 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pairviz_jax.explain import methods
-from pairviz_jax.explain.cross import _fold
-from pairviz_jax.explain.maps import _forward
+from pairviz_jax import explain
+from pairviz_jax.explain.cross import redistributed
+from pairviz_jax.explain.maps import forward
 from pairviz_jax.explain.methods.base import cotangent
-from pairviz_jax.explain.similarity import safe_norm
 
 Array = jax.Array
 _HI = jax.lax.Precision.HIGHEST
@@ -62,8 +61,7 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
 
 
 def _feature_body(model, kinds, target, variables, images, partners):
-    f = _forward(model, variables, images, "mean")
-    norm = safe_norm(f.embedding)
+    f = forward(model, variables, images, "mean")
     cot = cotangent(f.embedding, partners, target)  # [B, K, E]
     b, k = cot.shape[:2]
     gh, gw = f.grid
@@ -71,7 +69,7 @@ def _feature_body(model, kinds, target, variables, images, partners):
     out = {}
     for conv in ("authors", "transpose"):
         if conv in kinds:
-            w = _fold(f, conv, 0, "mean").w * norm[:, None, None]
+            w = redistributed(f, conv, 0, "mean")  # [B, N, E]
             m = jnp.einsum("bne,bke->bkn", w, cot, precision=_HI)
             out[conv] = m.reshape(b, k, gh, gw)
     if "gamma" in kinds:
@@ -142,7 +140,7 @@ def kind_maps(
         out.update({k: np.asarray(v) for k, v in got.items()})
     for k in kinds:
         if k in METHOD_KINDS:
-            res = methods.against(
+            res = explain.against(
                 model, variables, images, partners, method=k, **method_options.get(k, {})
             )
             out[k] = np.asarray(res["maps"])

@@ -44,7 +44,8 @@ PHOTO_KINDS = (
 SPLITS = ("a", "b")
 
 
-def _normalise(images: np.ndarray, normalization) -> np.ndarray:
+def normalise(images: np.ndarray, normalization) -> np.ndarray:
+    """uint8 images [..., H, W, 3] as the model's input: ``(x/255 - mean)/std``, or ``x/255``."""
     from pairviz_jax.data import preprocess
 
     if normalization is None:
@@ -89,8 +90,8 @@ def photo_pairs(
     ]
     st = photos.stack(pairs)
     return {
-        "images": _normalise(st["b"], normalization),
-        "partners": _normalise(st["partners"], normalization),
+        "images": normalise(st["b"], normalization),
+        "partners": normalise(st["partners"], normalization),
         "masks": st["b_masks"],
         "uint8_images": st["b"],
         "uint8_partners": st["partners"],
@@ -122,7 +123,8 @@ def _load(path: str) -> Faithfulness:
         return Faithfulness(curves, metrics, z["scores"], json.loads(str(z["info"])))
 
 
-def _stderr(msg: str) -> None:
+def log_stderr(msg: str) -> None:
+    """Progress lines of the evaluations, on stderr (stdout holds the tables)."""
     print(msg, file=sys.stderr, flush=True)
 
 
@@ -142,7 +144,7 @@ def evaluate_photos(
     embed_batch_size: int = 8,
     chunk: int = 20,
     cache_dir: str | None = None,
-    log: Callable[[str], None] | None = _stderr,
+    log: Callable[[str], None] | None = log_stderr,
     make_pairs: Callable[..., dict] | None = None,
 ) -> dict[str, Faithfulness]:
     """Every measure of every kind of map on copy-paste pairs of real photos, per half.

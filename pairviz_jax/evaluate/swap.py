@@ -27,15 +27,16 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from pairviz_jax import explain
 from pairviz_jax.evaluate.kinds import KINDS, kind_maps
 from pairviz_jax.evaluate.measures import energy_on, map_correlation, normalised_pixels, points_on
 from pairviz_jax.evaluate.occlusion import occluded_cosines, occlusion_maps
+from pairviz_jax.evaluate.photos import log_stderr, normalise
 from pairviz_jax.evaluate.results import BASELINES, LABELS
 
 __all__ = [
@@ -98,10 +99,8 @@ def explain_api(
     Returns:
       Without partners the embeddings [B, E]; else the maps [B, K, gh, gw] of ``kind``.
     """
-    from pairviz_jax.explain import methods
-
     if partners is None:
-        return np.asarray(methods.embed(loaded.model, loaded.variables, images))
+        return np.asarray(explain.embed(loaded.model, loaded.variables, images))
     got = kind_maps(
         loaded.model,
         loaded.variables,
@@ -353,10 +352,6 @@ def _load(path: str) -> SwapResult:
 # --------------------------------------------------------------------------- the run
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def triple_arrays(
     indices: Sequence[int] | int,
     *,
@@ -373,13 +368,12 @@ def triple_arrays(
       ``uint8_partners``, ``ids``.
     """
     from pairviz_jax.data import swaps
-    from pairviz_jax.evaluate.photos import _normalise
 
     triples = swaps.make_triples(indices, seed=seed, split=split, size=image_size)
     st = swaps.stack_triples(triples)
     return {
-        "a": _normalise(st["a"], normalization),
-        "partners": _normalise(st["partners"], normalization),
+        "a": normalise(st["a"], normalization),
+        "partners": normalise(st["partners"], normalization),
         "a_masks": st["a_masks"],
         "b_masks": st["b_masks"],
         "uint8_a": st["a"],
@@ -452,7 +446,7 @@ def evaluate_swap(
     batch_size: int = 4,
     chunk: int = 8,
     cache_dir: str | None = None,
-    log: Callable[[str], None] | None = _stderr,
+    log: Callable[[str], None] | None = log_stderr,
     make_triples: Callable[..., dict] | None = None,
 ) -> SwapResult:
     """The swap test of every kind of map on ``num_triples`` triples of one photo half.

@@ -122,7 +122,7 @@ def run(
     Finished chunks are kept in ``cache`` (default: a folder beside ``out``) and reused.
     """
     from pairviz_jax.evaluate import commands
-    from pairviz_jax.evaluate.swap import _stderr
+    from pairviz_jax.evaluate.photos import log_stderr
 
     kinds = parse_kinds(methods)
     method_options = commands.parse_options(options)
@@ -137,7 +137,7 @@ def run(
         method_options=method_options,
         window=window,
         cache_dir=cache or stem + "_swap_chunks",
-        log=log or _stderr,
+        log=log or log_stderr,
     )
     held = " (held out)" if half == "b" else " (development)"
     title = f"{loaded.label}: swap test, photo half {half}{held}"

@@ -1,19 +1,28 @@
-"""The paper's method as composable JAX functions.
+"""The paper's method and every other explanation method, as composable JAX functions.
+
+One door for every method (``method=``, ``"paper"`` by default; ``explain.methods``):
+
+* ``paired_maps`` — the maps of B pairs, one compiled function.
+* ``cross_maps`` — every query x gallery pair (the paper's method folds: no extra
+  forward pass); ``against`` — images against K partner embeddings each.
+
+The paper's pieces (Black et al., WACV 2022):
 
 * ``token_similarity`` — eq. 1-4: the cosine split over output tokens (gamma).
 * ``rollout`` — eq. 5: attention flow R through the blocks.
 * ``redistribute`` — eq. 6: gamma' = R @ gamma (or R^T @ gamma).
-* ``features`` — one forward pass: tokens, embedding, attention.
-* ``paired_maps`` — the whole method for a batch of pairs, one compiled function.
-* ``cross_maps`` / ``fold`` — every query x gallery pair with no extra forward.
+* ``features`` — one forward pass: tokens, embedding, attention; ``embed`` the embedding.
+* ``fold`` — one image's W and u, from which any pair is one product.
 * ``class_map`` (Section 4.2), ``rollout_map`` (Fig. 8), ``upsample``.
 
 Every function takes leading batch axes and works under ``jit`` and ``vmap``.
 """
 
+from pairviz_jax.explain.api import against, cross_maps, paired_maps
 from pairviz_jax.explain.correspondence import correspondence, pair_correspondence
-from pairviz_jax.explain.cross import Folded, class_map, cross_maps, fold, rollout_map
-from pairviz_jax.explain.maps import Features, features, paired_maps, to_grid, upsample
+from pairviz_jax.explain.cross import Folded, class_map, fold, rollout_map
+from pairviz_jax.explain.maps import Features, Inputs, embed, features, to_grid, upsample
+from pairviz_jax.explain.methods import METHODS
 from pairviz_jax.explain.rollout import (
     CONVENTIONS,
     part_matrix,
@@ -21,16 +30,20 @@ from pairviz_jax.explain.rollout import (
     redistribution_matrix,
     rollout,
 )
-from pairviz_jax.explain.similarity import cosine, token_similarity
+from pairviz_jax.explain.similarity import cosine, safe_norm, token_similarity, unit
 
 __all__ = [
     "CONVENTIONS",
+    "METHODS",
     "Features",
     "Folded",
+    "Inputs",
+    "against",
     "class_map",
     "correspondence",
     "cosine",
     "cross_maps",
+    "embed",
     "features",
     "fold",
     "pair_correspondence",
@@ -40,7 +53,9 @@ __all__ = [
     "redistribution_matrix",
     "rollout",
     "rollout_map",
+    "safe_norm",
     "to_grid",
     "token_similarity",
+    "unit",
     "upsample",
 ]

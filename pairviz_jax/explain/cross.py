@@ -16,6 +16,9 @@ levels k (``Features.contributions``: ``beta = sum_k sum_j v_kj + rest``),
 ``W = sum_k M_k v_k / |beta|`` and the remainder ``rest / |beta|`` is kept
 beside it (``Folded.rest``): a pair's ``rest_a . u_b`` is the share of the
 cosine no token is credited with (zero for ``gap``).
+
+The fold is the paper method's fast path: ``explain.cross_maps(method="paper")``
+folds every image once and calls ``cross_folded``.
 """
 
 from __future__ import annotations
@@ -63,17 +66,28 @@ def _check_features(f: Features, name: str) -> None:
         )
 
 
-@functools.partial(jax.jit, static_argnames=("convention", "start_layer", "head_fusion"))
-def _fold(f: Features, convention: str, start_layer: int, head_fusion: str) -> Folded:
-    parts, rest = f.contributions()  # {k: [B, N', E]}, [B, E]
-    beta = f.embedding.astype(jnp.float32)
-    norm = safe_norm(beta)[:, None]
+def redistributed(f: Features, convention: str, start_layer: int, head_fusion: str) -> Array:
+    """``sum_k M_k v_k`` [B, N, E]: the token split redistributed to the patches (eq. 5-6).
+
+    ``W`` of the module doc before its division by |beta| (traceable); a partner's
+    cotangent ``c`` [E] then gives the map ``W c``.
+    """
+    parts, _ = f.contributions()  # {k: [B, N', E]}
     mats = f.part_matrices(convention, start_layer, head_fusion)
     n = f.tokens.shape[-2]
     w = 0.0
     for k, v in parts.items():
         m = mats[k]  # eq. 5-6 for the blocks below level k; None: no rollout (the patch rows)
         w = w + (v[:, -n:] if m is None else jnp.einsum("bnt,bte->bne", m, v, precision=_HI))
+    return w
+
+
+@functools.partial(jax.jit, static_argnames=("convention", "start_layer", "head_fusion"))
+def _fold(f: Features, convention: str, start_layer: int, head_fusion: str) -> Folded:
+    _, rest = f.contributions()  # [B, E]
+    beta = f.embedding.astype(jnp.float32)
+    norm = safe_norm(beta)[:, None]
+    w = redistributed(f, convention, start_layer, head_fusion)
     return Folded(w=w / norm[..., None], unit=beta / norm, grid=f.grid, rest=rest / norm)
 
 
@@ -104,7 +118,12 @@ def fold(
 
 
 @jax.jit
-def _cross(q: Folded, g: Folded) -> dict[str, Array]:
+def cross_folded(q: Folded, g: Folded) -> dict[str, Array]:
+    """Maps of every query x gallery pair from folded images (one product per block).
+
+    Returns ``maps_q`` [Q, G, gh, gw], ``maps_g`` [Q, G, gh', gw'], ``score`` [Q, G] and
+    ``rest_q``/``rest_g`` [Q, G] (see ``explain.cross_maps``).
+    """
     score = jnp.einsum("qe,ge->qg", q.unit, g.unit, precision=_HI)
     maps_q = jnp.einsum("qne,ge->qgn", q.w, g.unit, precision=_HI)
     maps_g = jnp.einsum("gne,qe->qgn", g.w, q.unit, precision=_HI)
@@ -114,57 +133,11 @@ def _cross(q: Folded, g: Folded) -> dict[str, Array]:
         "maps_g": maps_g.reshape(nq, ng, *g.grid),
         "score": score,
     }
-    if q.rest is not None and g.rest is not None:
-        out["rest_q"] = jnp.einsum("qe,ge->qg", q.rest, g.unit, precision=_HI)
-        out["rest_g"] = jnp.einsum("ge,qe->qg", g.rest, q.unit, precision=_HI)
+    zeros = jnp.zeros_like(score)
+    rest_q = zeros if q.rest is None else jnp.einsum("qe,ge->qg", q.rest, g.unit, precision=_HI)
+    rest_g = zeros if g.rest is None else jnp.einsum("ge,qe->qg", g.rest, q.unit, precision=_HI)
+    out["rest_q"], out["rest_g"] = rest_q, rest_g
     return out
-
-
-def cross_maps(
-    features_q: Features | Folded,
-    features_g: Features | Folded,
-    *,
-    convention: str = "authors",
-    start_layer: int = 0,
-    head_fusion: str = "mean",
-    method: str = "paper",
-    **options,
-) -> dict[str, Array]:
-    """Paired maps for every query x gallery pair, with no extra forward pass.
-
-    Equal to ``paired_maps`` on each pair (tested), at the cost of one matrix
-    product per block of pairs. Memory is Q * G * N floats per direction:
-    call it on chunks of queries for large galleries.
-
-    Args:
-      features_q: ``Features`` (or ``Folded``) of Q query images.
-      features_g: ``Features`` (or ``Folded``) of G gallery images.
-      convention, start_layer, head_fusion: as ``paired_maps``.
-      method: ``"paper"`` (the default: this fold) or another registered method
-        (``explain.methods``), with ``explain.methods.Inputs`` for the queries
-        and the gallery and the method's ``**options``.
-
-    Returns:
-      dict with ``maps_q`` [Q, G, gh, gw] (the query's map against each
-      gallery image), ``maps_g`` [Q, G, gh', gw'] (each gallery image's map
-      against the query), ``score`` [Q, G] (cosine similarities) and
-      ``rest_q``/``rest_g`` [Q, G] (the share of the score no token is
-      credited with; zero for ``gap``).
-    """
-    if method != "paper":
-        from pairviz_jax.explain import methods  # imports this module
-
-        return methods.cross_maps(features_q, features_g, method=method, **options)
-    if options:
-        raise ValueError(f"cross_maps(method='paper') takes no option {', '.join(options)}")
-    kw = dict(convention=convention, start_layer=start_layer, head_fusion=head_fusion)
-    q = fold(features_q, **kw)
-    g = fold(features_g, **kw)
-    if q.unit.shape[-1] != g.unit.shape[-1]:
-        raise ValueError(
-            f"query and gallery embeddings differ in size: {q.unit.shape[-1]} vs {g.unit.shape[-1]}"
-        )
-    return _cross(q, g)
 
 
 @jax.jit

@@ -1,45 +1,58 @@
-"""From a model and images to paired similarity maps (paper, Section 3.3).
+"""From a model and images to what the paper's method needs (paper, Section 3.3).
 
-``features`` runs one forward pass per image and keeps what the explanation
-needs (output tokens alpha, embedding beta, per-block attention).
-``paired_maps`` is the whole method for a batch of pairs: one compiled
-function, the per-pair math ``vmap``-ped over the pairs.
+``forward`` runs one forward pass per image and keeps what the explanation needs
+(output tokens alpha, embedding beta, per-block attention) as ``Features``;
+``features`` is its compiled form, ``embed`` the embedding alone. The maps of any
+method, the paper's included, come from ``explain.paired_maps`` / ``cross_maps``.
 
-Models are duck-typed: ``apply(variables, images, ...)`` returns
-``(embedding [B, E], out)`` with ``out["tokens"] [B, N, E]``; ``model.grid(shape)``
-gives the token grid; a ClassVar ``sows_attention`` says whether the model sows
-attention (``ViT``) or not (a CNN, whose maps are eq. 4 without rollout, as
-Stylianou et al. 2019). A model whose ``pool_type`` is not ``"gap"`` must
-accept ``decompose=True`` and return ``out["parts"]`` and ``out["rest"]``,
-its embedding split over tokens (``pairviz_jax.models.decompose``).
+Models are duck-typed: ``apply(variables, images, probe=...)`` returns
+``(embedding [B, E], out)`` with ``out["tokens"] [B, N, E]`` (and, for a ViT,
+``out["attention"]`` and ``out["block_inputs"]``); ``model.grid(shape)`` gives the
+token grid; a ClassVar ``has_attention`` says whether the model has attention
+(``ViT``) or not (a CNN, whose maps are eq. 4 without rollout, as Stylianou et al.
+2019).
 
 Every pooling gets paired maps: the cosine splits over per-token contributions
 ``gamma_j = v_j . u_partner / |beta|`` (eq. 4 for ``gap``; the exact linear
-split of ``pairviz_jax.models.decompose`` for class-token, MAP and
-``gap_tok`` pooling), plus a remainder ``rest . u_partner / |beta|`` that no
-token is credited with (zero for ``gap``); each part is redistributed to the
-patches by the rollout of the blocks below its level (eq. 5-6).
+split of ``explain.decompose`` for class-token, MAP and ``gap_tok`` pooling),
+plus a remainder ``rest . u_partner / |beta|`` that no token is credited with
+(zero for ``gap``); each part is redistributed to the patches by the rollout of
+the blocks below its level (eq. 5-6).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-from flax import traverse_util
 
 from pairviz_jax.explain._checks import check_finite, check_rank, square_grid
-from pairviz_jax.explain.rollout import CONVENTIONS, part_matrix, rollout
-from pairviz_jax.explain.similarity import cosine, safe_norm
-from pairviz_jax.models.vit import HEAD_FUSIONS
+from pairviz_jax.explain.decompose import decompose_embedding
+from pairviz_jax.explain.rollout import part_matrix, rollout
+from pairviz_jax.models.layers import HEAD_FUSIONS
+from pairviz_jax.models.probe import Probe
 
 Array = jax.Array
-_HI = jax.lax.Precision.HIGHEST
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """Images with their model: what ``explain.cross_maps`` takes for any method.
+
+    Attributes:
+      model: a ``ViT`` (or another pairviz_jax model).
+      variables: its variables.
+      images: [B, H, W, C] normalised.
+    """
+
+    model: Any
+    variables: Any
+    images: Array
 
 
 @flax.struct.dataclass
@@ -57,7 +70,7 @@ class Features:
       pool_type: the model's pooling (``gap``, ``tok``, ``gap_tok``, ``map``), static.
       parts: for pooling other than ``gap``, ``{level: v [B, N', E]}``: the
         embedding split over the N' tokens at the input of block ``level``
-        (``pairviz_jax.models.decompose``); None for ``gap`` (then the split
+        (``explain.decompose``); None for ``gap`` (then the split
         is eq. 4, built from ``tokens``).
       rest: [B, E], the part of the embedding no token is credited with
         (None for ``gap``: zero).
@@ -131,24 +144,8 @@ class Features:
         }
 
 
-def _natural_key(path: tuple[str, ...]) -> list:
-    return [int(t) if t.isdigit() else t for p in path for t in re.split(r"(\d+)", p)]
-
-
-def _collect_attention(intermediates) -> Array | None:
-    """Stacks every sown ``attention`` leaf in block order: [B, L, ...]."""
-    flat = traverse_util.flatten_dict(dict(intermediates))
-    items = sorted(
-        ((k[:-1], v) for k, v in flat.items() if k[-1] == "attention"),
-        key=lambda kv: _natural_key(kv[0]),
-    )
-    if not items:
-        return None
-    maps = [v[0] if isinstance(v, tuple) else v for _, v in items]
-    return jnp.stack(maps, axis=1)
-
-
-def _check_model(model, images, name: str = "images") -> tuple[int, int]:
+def check_model(model, images, name: str = "images") -> tuple[int, int]:
+    """The token grid of ``images`` [B, H, W, C]; ValueError for a non-model or bad rank."""
     if not hasattr(model, "apply") or not hasattr(model, "grid"):
         raise ValueError(
             f"model must be a pairviz_jax model (ViT or ResNet) with apply() and grid(), "
@@ -160,16 +157,21 @@ def _check_model(model, images, name: str = "images") -> tuple[int, int]:
     return model.grid(images.shape)
 
 
-def _forward(model, variables, images, head_fusion: str | None) -> Features:
-    """Traced body of ``features``: one forward pass over [B, H, W, C]."""
-    kwargs = {}
-    if getattr(model, "sows_attention", False):
-        kwargs["attention_fusion"] = head_fusion
+def forward(model, variables, images: Array, head_fusion: str | None = None) -> Features:
+    """One forward pass over [B, H, W, C] (traceable; ``features`` is its compiled form).
+
+    The attention is head-fused inside the model (``Probe.attention_fusion``); for a
+    pooling other than ``gap`` the embedding's split over tokens is computed from the
+    forward's outputs (``explain.decompose``).
+    """
+    has_attention = getattr(model, "has_attention", False)
+    probe = Probe(attention_fusion=head_fusion) if has_attention else None
+    emb, out = model.apply(variables, images, probe=probe)
+    attention = out.get("attention") if has_attention else None
     pool = getattr(model, "pool_type", "gap")
+    parts = rest = None
     if pool != "gap":
-        kwargs["decompose"] = True
-    (emb, out), state = model.apply(variables, images, mutable=["intermediates"], **kwargs)
-    attention = _collect_attention(state.get("intermediates", {}))
+        parts, rest = decompose_embedding(model, variables["params"], out)
     return Features(
         embedding=emb.astype(jnp.float32),
         tokens=out["tokens"].astype(jnp.float32),
@@ -177,14 +179,14 @@ def _forward(model, variables, images, head_fusion: str | None) -> Features:
         grid=model.grid(images.shape),
         head_fusion=head_fusion if attention is not None else None,
         pool_type=pool,
-        parts=out.get("parts"),
-        rest=out.get("rest"),
+        parts=parts,
+        rest=rest,
     )
 
 
 @functools.lru_cache(maxsize=64)
 def _features_fn(model, head_fusion):
-    return jax.jit(lambda variables, images: _forward(model, variables, images, head_fusion))
+    return jax.jit(lambda variables, images: forward(model, variables, images, head_fusion))
 
 
 def features(model, variables, images: Array, *, head_fusion: str | None = None) -> Features:
@@ -203,9 +205,20 @@ def features(model, variables, images: Array, *, head_fusion: str | None = None)
     """
     if head_fusion is not None and head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS} or None, got {head_fusion!r}")
-    _check_model(model, images)
+    check_model(model, images)
     check_finite("images", images)
     return _features_fn(model, head_fusion)(variables, images)
+
+
+@functools.lru_cache(maxsize=16)
+def _embed_fn(model):
+    return jax.jit(lambda v, x: model.apply(v, x)[0].astype(jnp.float32))
+
+
+def embed(model, variables, images: Array) -> Array:
+    """The embeddings [B, E] (float32) of images [B, H, W, C]: the plain forward pass,
+    one compiled function per model (the one embed helper of the package)."""
+    return _embed_fn(model)(variables, images)
 
 
 def to_grid(maps: Array, grid: Sequence[int] | None = None) -> Array:
@@ -245,136 +258,3 @@ def upsample(maps: Array, size: Sequence[int]) -> Array:
     return jax.image.resize(
         maps.astype(jnp.float32), shape, method="cubic-pytorch", antialias=False
     )
-
-
-def _side_map(parts, rest, emb, mats, unit_partner, grid) -> tuple[Array, Array]:
-    """One image against a partner's unit embedding: (map [gh, gw], unassigned share [])."""
-    norm = safe_norm(emb)
-    total = 0.0
-    for k, v in parts.items():
-        gamma = jnp.einsum("te,e->t", v, unit_partner, precision=_HI) / norm  # eq. 4
-        m = mats[k]
-        total = total + (gamma if m is None else jnp.einsum("nt,t->n", m, gamma, precision=_HI))
-    return total.reshape(grid), jnp.dot(rest, unit_partner, precision=_HI) / norm
-
-
-def _pair_maps(fa: Features, fb: Features, mats_a, mats_b) -> dict[str, Array]:
-    """One pair (unbatched Features): eq. 4 per part, eq. 6 per level, the cosine."""
-    parts_a, rest_a = fa.parts, fa.rest
-    parts_b, rest_b = fb.parts, fb.rest
-    ua = fa.embedding / safe_norm(fa.embedding)
-    ub = fb.embedding / safe_norm(fb.embedding)
-    map_a, rest_share_a = _side_map(parts_a, rest_a, fa.embedding, mats_a, ub, fa.grid)
-    map_b, rest_share_b = _side_map(parts_b, rest_b, fb.embedding, mats_b, ua, fb.grid)
-    score = cosine(fa.embedding, fb.embedding)  # eq. 2
-    return {
-        "map_a": map_a,
-        "map_b": map_b,
-        "score": score,
-        "rest_a": rest_share_a,
-        "rest_b": rest_share_b,
-    }
-
-
-def _paired_body(
-    model, variables, images_a, images_b, *, head_fusion, start_layer, convention, upsampled
-):
-    if images_a.shape == images_b.shape:
-        both = _forward(model, variables, jnp.concatenate([images_a, images_b]), head_fusion)
-        b = images_a.shape[0]
-        fa, fb = both.slice(0, b), both.slice(b, 2 * b)
-    else:
-        fa = _forward(model, variables, images_a, head_fusion)
-        fb = _forward(model, variables, images_b, head_fusion)
-    mats_a = fa.part_matrices(convention, start_layer)
-    mats_b = fb.part_matrices(convention, start_layer)
-    out = jax.vmap(_pair_maps)(fa.with_parts(), fb.with_parts(), mats_a, mats_b)
-    if upsampled:
-        out["upsampled_a"] = upsample(out["map_a"], images_a.shape[1:3])
-        out["upsampled_b"] = upsample(out["map_b"], images_b.shape[1:3])
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _paired_fn(model, head_fusion, start_layer, convention, upsampled):
-    body = functools.partial(
-        _paired_body,
-        model,
-        head_fusion=head_fusion,
-        start_layer=start_layer,
-        convention=convention,
-        upsampled=upsampled,
-    )
-    return jax.jit(body)
-
-
-def paired_maps(
-    model,
-    variables,
-    images_a: Array,
-    images_b: Array,
-    *,
-    head_fusion: str = "mean",
-    start_layer: int = 0,
-    convention: str = "authors",
-    upsampled: bool = True,
-    method: str = "paper",
-    **options,
-) -> dict[str, Array]:
-    """Paired similarity maps for a batch of image pairs (the paper's method).
-
-    One compiled function: a single forward pass over both images of every
-    pair, then eq. 4 (token contributions), eq. 5 (rollout) and eq. 6
-    (redistribution) ``vmap``-ped over the pairs, then bicubic upsampling.
-
-    Args:
-      model: a ``ViT`` of any pooling (``gap`` is the paper's eq. 1-4; the
-        others use the exact split of ``pairviz_jax.models.decompose``) or a
-        CNN such as the BiT ResNet (no rollout).
-      variables: model variables.
-      images_a: [B, H, W, C], normalised; pair b is (images_a[b], images_b[b]).
-      images_b: [B, H', W', C].
-      head_fusion: ``mean`` (the paper), ``max`` or ``min``; fused inside the
-        model, so only [L, N, N] per image is kept.
-      start_layer: first block of the rollout.
-      convention: ``"authors"`` (R @ gamma, the paper's figures) or
-        ``"transpose"`` (R^T @ gamma, maps that sum to the score).
-      upsampled: also return the maps at image resolution.
-      method: ``"paper"`` (this method, the default) or another registered
-        explanation method (``explain.methods.METHODS``), which then takes
-        ``**options`` instead of ``head_fusion``/``start_layer``/``convention``.
-
-    Returns:
-      dict with ``map_a`` [B, gh, gw], ``map_b`` [B, gh', gw'], ``score`` [B]
-      (the cosine similarity), ``rest_a``/``rest_b`` [B] (the share of the
-      score that no token is credited with: 0 for ``gap``), and with
-      ``upsampled``: ``upsampled_a`` [B, H, W], ``upsampled_b`` [B, H', W'].
-      With the transpose convention ``map_a.sum() + rest_a`` is the score
-      minus the share left on prefix (class/register) tokens.
-    """
-    if method != "paper":
-        from pairviz_jax.explain import methods  # imports this module
-
-        return methods.paired_maps(
-            model, variables, images_a, images_b, method=method, upsampled=upsampled, **options
-        )
-    if options:
-        raise ValueError(f"paired_maps(method='paper') takes no option {', '.join(options)}")
-    if head_fusion not in HEAD_FUSIONS:
-        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    _check_model(model, images_a, "images_a")
-    _check_model(model, images_b, "images_b")
-    if images_a.shape[0] != images_b.shape[0]:
-        raise ValueError(
-            f"images_a and images_b must hold the same number of pairs, got {images_a.shape[0]} "
-            f"and {images_b.shape[0]}"
-        )
-    depth = getattr(model, "depth", None)
-    if depth is not None and not 0 <= start_layer < depth:
-        raise ValueError(f"start_layer={start_layer} is outside [0, {depth}) blocks")
-    check_finite("images_a", images_a)
-    check_finite("images_b", images_b)
-    fn = _paired_fn(model, head_fusion, start_layer, convention, upsampled)
-    return fn(variables, images_a, images_b)

@@ -27,6 +27,12 @@ def safe_norm(x: Array, axis: int = -1) -> Array:
     return jnp.maximum(jnp.linalg.norm(x, axis=axis), _EPS)
 
 
+def unit(x: Array, axis: int = -1) -> Array:
+    """``x / |x|`` along ``axis`` in float32, over ``safe_norm`` (zero stays zero)."""
+    x = x.astype(jnp.float32)
+    return x / jnp.expand_dims(safe_norm(x, axis), axis)
+
+
 def cosine(beta_a: Array, beta_b: Array) -> Array:
     """Cosine similarity s(beta_a, beta_b) (eq. 2); [..., D] x [..., D] -> [...]."""
     beta_a = beta_a.astype(jnp.float32)

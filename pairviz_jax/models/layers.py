@@ -1,6 +1,7 @@
 """Transformer layers shared by the ViT and its pooling heads.
 
-Every layer takes a ``detach`` flag. Detached, the forward values are
+Every layer takes the forward pass's ``Probe`` (``models.probe``) and reads what it
+needs from it in one place. Detached (``probe.detach``), the forward values are
 unchanged but the gradient treats the input-dependent scalings as constants:
 the attention weights, the LayerNorm's 1/sigma and the activation's gate
 (``act(z) = z * gate(z)``). The network is then linear in its input tokens
@@ -21,6 +22,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from pairviz_jax.models.probe import NO_PROBE, Probe
 
 Array = jax.Array
 
@@ -88,20 +91,20 @@ class LayerNorm(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, *, detach: bool = False) -> Array:
+    def __call__(self, x: Array, *, probe: Probe = NO_PROBE) -> Array:
         d = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (d,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (d,), jnp.float32)
         xf = x.astype(jnp.float32)
         centred = xf - xf.mean(-1, keepdims=True)
         inv = jax.lax.rsqrt((centred * centred).mean(-1, keepdims=True) + self.epsilon)
-        if detach:
+        if probe.detach:
             inv = jax.lax.stop_gradient(inv)
         return (centred * inv * scale + bias).astype(self.dtype)
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head dot-product attention whose softmax weights are sown as ``attention``.
+    """Multi-head dot-product attention that returns its softmax weights beside its output.
 
     Parameter layout is flax's ``MultiHeadDotProductAttention`` (and so the
     ViT checkpoints'): ``query|key|value/kernel [D, H, D/H]``, ``bias [H, D/H]``,
@@ -110,38 +113,39 @@ class MultiHeadAttention(nn.Module):
     Attributes:
       num_heads: number of heads H; must divide the width D.
       dtype: compute dtype of the projections; the softmax is float32.
-      sow_as: the name the weights are sown under (rollout collects
-        ``attention``; pooling heads use another name).
+      index: the key of this attention in ``Probe.attention_deltas`` (the block
+        index; the MAP head's is the depth), None for none.
     """
 
     num_heads: int
     dtype: Any = jnp.float32
-    sow_as: str = "attention"
+    index: int | None = None
 
     @nn.compact
     def __call__(
-        self,
-        x: Array,
-        kv: Array | None = None,
-        *,
-        attention_fusion: str | None = None,
-        detach: bool = False,
-        attention_delta: Array | None = None,
-    ) -> Array:
+        self, x: Array, kv: Array | None = None, *, probe: Probe = NO_PROBE
+    ) -> tuple[Array, Array]:
         """Attention of queries ``x`` [B, Q, D] over ``kv`` [B, K, D] (default: x).
 
         Args:
           x: queries' inputs [B, Q, D].
           kv: keys' and values' inputs [B, K, D]; None for self-attention.
-          attention_fusion: what is sown: None every head ([B, H, Q, K]),
-            ``mean|max|min`` the head-fused map ([B, Q, K]).
-          detach: the attention weights are constants for the gradient.
-          attention_delta: added to the softmax weights [B, H, Q, K] (zeros:
-            its gradient is the gradient with respect to the weights).
+          probe: ``detach`` holds the weights constant for the gradient; the entry
+            ``index`` of ``attention_deltas`` is added to the softmax weights
+            [B, H, Q, K] (zeros: its gradient is the gradient with respect to the
+            weights); ``attention_fusion`` says what is returned of the weights.
 
         Returns:
-          [B, Q, D].
+          ``(y [B, Q, D], weights)`` with weights [B, H, Q, K] (every head) or
+          [B, Q, K] (head-fused by ``probe.attention_fusion``); unused weights cost
+          nothing under ``jit``.
         """
+        # What the probe asks of this attention, read in one place.
+        detach, delta, fusion = (
+            probe.detach,
+            probe.attention_delta(self.index),
+            probe.attention_fusion,
+        )
         kv = x if kv is None else kv
         d = x.shape[-1]
         if d % self.num_heads:
@@ -159,13 +163,12 @@ class MultiHeadAttention(nn.Module):
         logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
         logits = logits.astype(jnp.float32)
         weights = jax.nn.softmax(logits, axis=-1)  # [B, H, Q, K]
-        # Kept alive only when the caller asks for `intermediates`.
-        self.sow("intermediates", self.sow_as, fuse_heads(weights, attention_fusion))
-        if detach or attention_delta is not None:
+        shown = fuse_heads(weights, fusion)
+        if detach or delta is not None:
             if detach:
                 weights = jax.lax.stop_gradient(weights)
-            if attention_delta is not None:
-                weights = weights + attention_delta.astype(weights.dtype)
+            if delta is not None:
+                weights = weights + delta.astype(weights.dtype)
             y = jnp.einsum("...hqk,...khd->...qhd", weights.astype(self.dtype), v)
         else:
             # softmax(l) @ v, normalised after the product: XLA:CPU otherwise fuses a softmax
@@ -174,13 +177,14 @@ class MultiHeadAttention(nn.Module):
             e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
             y = jnp.einsum("...hqk,...khd->...qhd", e.astype(self.dtype), v)
             y = y / jnp.swapaxes(e.sum(-1), -1, -2)[..., None].astype(self.dtype)
-        return nn.DenseGeneral(
+        y = nn.DenseGeneral(
             features=d,
             axis=(-2, -1),
             dtype=self.dtype,
             kernel_init=nn.initializers.xavier_uniform(),
             name="out",
         )(y)
+        return y, shown
 
 
 class MlpBlock(nn.Module):
@@ -197,7 +201,8 @@ class MlpBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, *, deterministic: bool = True, detach: bool = False) -> Array:
+    def __call__(self, x: Array, *, deterministic: bool = True, probe: Probe = NO_PROBE) -> Array:
+        detach = probe.detach
         d = x.shape[-1]
         init = dict(
             kernel_init=nn.initializers.xavier_uniform(),
@@ -221,7 +226,7 @@ class MlpBlock(nn.Module):
 class MAPHead(nn.Module):
     """Multihead attention pooling (SigLIP; big_vision's ``MAPHead``).
 
-    A learned ``probe`` [1, 1, D] attends over the tokens
+    A learned ``probe`` parameter [1, 1, D] attends over the tokens
     (``MultiHeadDotProductAttention_0``), then ``x + MlpBlock_0(LayerNorm_0(x))``.
 
     Attributes:
@@ -236,28 +241,19 @@ class MAPHead(nn.Module):
     act: str = "gelu_tanh"
     layer_norm_eps: float = 1e-6
     dtype: Any = jnp.float32
+    index: int | None = None
 
     @nn.compact
-    def __call__(
-        self,
-        x: Array,
-        *,
-        attention_fusion: str | None = None,
-        detach: bool = False,
-        attention_delta: Array | None = None,
-    ) -> Array:
-        """x: [B, N, D] -> pooled [B, D]; sows ``pool_attention`` [B, H, 1, N] (or fused)."""
+    def __call__(self, x: Array, *, probe: Probe = NO_PROBE) -> tuple[Array, Array]:
+        """x: [B, N, D] -> (pooled [B, D], the pooling weights [B, H, 1, N] or fused)."""
         b, _, d = x.shape
-        probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, d), jnp.float32)
-        q = jnp.broadcast_to(probe.astype(x.dtype), (b, 1, d))
-        y = MultiHeadAttention(
-            self.num_heads,
-            self.dtype,
-            sow_as="pool_attention",
-            name="MultiHeadDotProductAttention_0",
-        )(q, x, attention_fusion=attention_fusion, detach=detach, attention_delta=attention_delta)
-        z = LayerNorm(self.layer_norm_eps, self.dtype, name="LayerNorm_0")(y, detach=detach)
+        query = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, d), jnp.float32)
+        q = jnp.broadcast_to(query.astype(x.dtype), (b, 1, d))
+        y, weights = MultiHeadAttention(
+            self.num_heads, self.dtype, self.index, name="MultiHeadDotProductAttention_0"
+        )(q, x, probe=probe)
+        z = LayerNorm(self.layer_norm_eps, self.dtype, name="LayerNorm_0")(y, probe=probe)
         y = y + MlpBlock(self.mlp_dim, act=self.act, dtype=self.dtype, name="MlpBlock_0")(
-            z, detach=detach
+            z, probe=probe
         )
-        return y[:, 0]
+        return y[:, 0], weights

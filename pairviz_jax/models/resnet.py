@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pairviz_jax.models.probe import Probe
+
 Array = jax.Array
 
 # Units per stage, as BiT.
@@ -290,7 +292,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
 
     # Tells `pairviz_jax.explain` there is no attention: no rollout (Stylianou et al. 2019).
-    sows_attention: ClassVar[bool] = False
+    has_attention: ClassVar[bool] = False
 
     @property
     def embedding_dim(self) -> int:
@@ -307,13 +309,18 @@ class ResNet(nn.Module):
         return h, w
 
     @nn.compact
-    def __call__(self, images: Array, *, train: bool = False) -> tuple[Array, dict[str, Array]]:
+    def __call__(
+        self, images: Array, *, train: bool = False, probe: Probe | None = None
+    ) -> tuple[Array, dict[str, Array]]:
         """Embeds images.
 
         Args:
           images: [B, H, W, C] float, already normalised.
           train: unused (no dropout or batch statistics); kept for the common
             model interface.
+          probe: the common interface's ``models.Probe``; a CNN has no attention
+            and no blocks to probe, so only the plain probe (or its head fusion,
+            which has nothing to fuse) is accepted.
 
         Returns:
           ``(embedding [B, E], out)`` where ``out`` has ``features``
@@ -322,6 +329,11 @@ class ResNet(nn.Module):
           Stylianou et al. map) and ``embedding`` [B, E] (their mean).
         """
         del train
+        if probe is not None and not probe.is_plain:
+            raise ValueError(
+                "ResNet takes no probe with detach or deltas (no attention, no transformer "
+                "blocks): use an explanation method that runs on CNNs ('paper' or 'ig')"
+            )
         if images.ndim != 4:
             raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
         out: dict[str, Array] = {}

@@ -15,23 +15,23 @@ then mean-pooled (eq. 1)::
     ViT(**decode_variant("B/16"), class_token=True, keep_class_token=False,
         pool_type="gap", proj_dim=512)
 
-The softmax attention of every block is sown into the ``intermediates``
-collection. ``sow`` is a no-op unless the caller makes ``intermediates``
-mutable, so training and embedding-only inference never keep them alive;
-``pairviz_jax.explain.features`` collects them.
+``ViT.__call__(images, *, train=False, probe=None)`` returns ``(embedding, out)``
+with what explanations read in ``out``: the output tokens, every block's input and
+softmax attention (unused outputs cost nothing under ``jit``). What a method injects
+(detached gradients, deltas on block inputs or attention weights) is one ``Probe``
+(``models.probe``); ``pairviz_jax.explain`` builds its maps from ``out``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pairviz_jax.models.decompose import decompose_embedding
 from pairviz_jax.models.layers import (
     ACTIVATIONS,
     HEAD_FUSIONS,
@@ -41,12 +41,13 @@ from pairviz_jax.models.layers import (
     MultiHeadAttention,
     fuse_heads,
 )
+from pairviz_jax.models.probe import NO_PROBE, Probe
 
 __all__ = [
     "HEAD_FUSIONS",
     "POOL_TYPES",
+    "Probe",
     "ViT",
-    "collect_attention",
     "decode_variant",
     "fuse_heads",
 ]
@@ -110,7 +111,7 @@ class Encoder1DBlock(nn.Module):
     """Pre-LN Transformer block: x + ls1 * MHSA(LN(x)), then x + ls2 * MLP(LN(x)).
 
     ``ls1``/``ls2`` [D] are the layer scales of DINOv2 / CaiT (only with
-    ``layer_scale``).
+    ``layer_scale``). ``index`` is the block's key in ``Probe.attention_deltas``.
     """
 
     mlp_dim: int
@@ -120,37 +121,36 @@ class Encoder1DBlock(nn.Module):
     act: str = "gelu"
     layer_norm_eps: float = 1e-6
     dtype: Any = jnp.float32
+    index: int | None = None
 
     @nn.compact
     def __call__(
-        self,
-        x: Array,
-        *,
-        deterministic: bool = True,
-        attention_fusion: str | None = None,
-        detach: bool = False,
-        attention_delta: Array | None = None,
-    ) -> Array:
+        self, x: Array, *, deterministic: bool = True, probe: Probe = NO_PROBE
+    ) -> tuple[Array, Array]:
+        """x [B, N, D] -> (the block's output [B, N, D], its attention weights)."""
         assert x.ndim == 3, f"expected tokens [B, N, D], got {x.shape}"
         d = x.shape[-1]
         ln = lambda name: LayerNorm(self.layer_norm_eps, self.dtype, name=name)  # noqa: E731
-        y = ln("LayerNorm_0")(x, detach=detach)
-        y = MultiHeadAttention(
-            num_heads=self.num_heads, dtype=self.dtype, name="MultiHeadDotProductAttention_1"
-        )(y, attention_fusion=attention_fusion, detach=detach, attention_delta=attention_delta)
+        y = ln("LayerNorm_0")(x, probe=probe)
+        y, weights = MultiHeadAttention(
+            num_heads=self.num_heads,
+            dtype=self.dtype,
+            index=self.index,
+            name="MultiHeadDotProductAttention_1",
+        )(y, probe=probe)
         y = nn.Dropout(self.dropout)(y, deterministic=deterministic)
         if self.layer_scale is not None:
             init = nn.initializers.constant(self.layer_scale)
             y = y * self.param("ls1", init, (d,), jnp.float32).astype(y.dtype)
         x = x + y
-        y = ln("LayerNorm_2")(x, detach=detach)
+        y = ln("LayerNorm_2")(x, probe=probe)
         y = MlpBlock(self.mlp_dim, self.dropout, self.act, self.dtype, name="MlpBlock_3")(
-            y, deterministic=deterministic, detach=detach
+            y, deterministic=deterministic, probe=probe
         )
         if self.layer_scale is not None:
             init = nn.initializers.constant(self.layer_scale)
             y = y * self.param("ls2", init, (d,), jnp.float32).astype(y.dtype)
-        return x + y
+        return x + y, weights
 
 
 class AddPositionEmbs(nn.Module):
@@ -196,15 +196,9 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self,
-        x: Array,
-        *,
-        deterministic: bool = True,
-        attention_fusion: str | None = None,
-        detach: bool = False,
-        block_deltas: Mapping[int, Array] | None = None,
-        attention_deltas: Mapping[int, Array] | None = None,
-    ) -> Array:
+        self, x: Array, *, deterministic: bool = True, probe: Probe = NO_PROBE
+    ) -> tuple[Array, list[Array], Array]:
+        """Tokens [B, N, D] -> (normed output, block inputs (L + 1), attention [B, L, ...])."""
         x = AddPositionEmbs(name="posembed_input")(x)
         if self.drop_prefix and self.num_prefix_in:
             # The authors' model: the class token receives its position embedding
@@ -219,20 +213,18 @@ class Encoder(nn.Module):
             p = self.num_prefix_in
             x = jnp.concatenate([x[:, :p], reg, x[:, p:]], axis=1)
         if self.ln_pre:
-            x = LayerNorm(self.layer_norm_eps, self.dtype, name="ln_pre")(x, detach=detach)
+            x = LayerNorm(self.layer_norm_eps, self.dtype, name="ln_pre")(x, probe=probe)
         x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-        block_deltas = block_deltas or {}
-        attention_deltas = attention_deltas or {}
-        block_inputs = []
+        block_inputs, attention = [], []
         for i in range(self.depth + 1):
-            if i in block_deltas:
-                _check_delta(f"block_deltas[{i}]", block_deltas[i], x.shape)
-                x = x + block_deltas[i].astype(x.dtype)
+            delta = probe.block_delta(i)
+            if delta is not None:
+                _check_delta(f"block_deltas[{i}]", delta, x.shape)
+                x = x + delta.astype(x.dtype)
             block_inputs.append(x)
             if i == self.depth:
                 break
-            delta = attention_deltas.get(i)
-            x = Encoder1DBlock(
+            x, weights = Encoder1DBlock(
                 self.mlp_dim,
                 self.num_heads,
                 self.dropout,
@@ -240,18 +232,14 @@ class Encoder(nn.Module):
                 self.act,
                 self.layer_norm_eps,
                 self.dtype,
+                index=i,
                 name=f"encoderblock_{i}",
-            )(
-                x,
-                deterministic=deterministic,
-                attention_fusion=attention_fusion,
-                detach=detach,
-                attention_delta=delta,
-            )
-        normed = LayerNorm(self.layer_norm_eps, self.dtype, name="encoder_norm")(x, detach=detach)
-        # Every block's input and the last output before the norm; dropped by
-        # the compiler when unused.
-        return normed, block_inputs
+            )(x, deterministic=deterministic, probe=probe)
+            attention.append(weights)
+        normed = LayerNorm(self.layer_norm_eps, self.dtype, name="encoder_norm")(x, probe=probe)
+        # Every block's input and the last output before the norm, and every block's
+        # attention; dropped by the compiler when unused.
+        return normed, block_inputs, jnp.stack(attention, axis=1)
 
 
 POOL_TYPES = ("gap", "tok", "gap_tok", "map")
@@ -319,8 +307,8 @@ class ViT(nn.Module):
     dropout: float = 0.0
     dtype: Any = jnp.float32
 
-    # Tells `pairviz_jax.explain` that this family sows attention (rollout applies).
-    sows_attention: ClassVar[bool] = True
+    # Tells `pairviz_jax.explain` that this family has attention (rollout applies).
+    has_attention: ClassVar[bool] = True
 
     def __post_init__(self):
         # A tuple keeps the module hashable (compiled functions are cached per model).
@@ -369,56 +357,9 @@ class ViT(nn.Module):
         if len(tuple(self.patch_size)) != 2:
             raise ValueError(f"patch_size must be (ph, pw), got {self.patch_size!r}")
 
-    @nn.compact
-    def __call__(
-        self,
-        images: Array,
-        *,
-        train: bool = False,
-        attention_fusion: str | None = None,
-        detach: bool = False,
-        block_deltas: Mapping[int, Array] | None = None,
-        attention_deltas: Mapping[int, Array] | None = None,
-        decompose: bool = False,
-        return_block_inputs: bool = False,
-    ) -> tuple[Array, dict[str, Any]]:
-        """Embeds images.
-
-        Args:
-          images: [B, H, W, C] float, already normalised.
-          train: enables dropout (needs a ``dropout`` rng).
-          attention_fusion: what is sown as ``attention`` in each block:
-            None keeps every head ([B, H, N, N]); ``mean|max|min`` keeps the
-            head-fused map ([B, N, N]), 1/H of the memory.
-          detach: same values, but attention weights, LayerNorm scalings and
-            activation gates are constants for the gradient (conservative
-            propagation; see ``layers``).
-          block_deltas: ``{k: [B, N', D]}`` added to the input of block k
-            (k = depth: the last block's output before ``encoder_norm``).
-            Zeros there make ``jax.grad`` give the gradient with respect to
-            those tokens (their values: ``return_block_inputs``).
-          attention_deltas: ``{k: [B, H, N', N']}`` added to block k's softmax
-            weights (zeros: the gradient with respect to the attention);
-            k = depth: ``[B, H, 1, N']`` added to the MAP head's weights.
-          decompose: also return ``parts`` and ``rest``, the exact split of
-            the embedding over tokens (``pairviz_jax.models.decompose``).
-          return_block_inputs: also return ``block_inputs``, the input of
-            every block and the last block's output ([B, N', D] each, L + 1).
-
-        Returns:
-          ``(embedding [B, E], out)`` where ``out`` has ``tokens`` [B, K*K, E']
-          (the patch output tokens, projected for ``gap``/``tok``: alpha in
-          eq. 1-4), ``embedding`` [B, E] (beta), ``encoded`` [B, N', D] (the
-          encoder output incl. prefix tokens) and, with ``decompose``,
-          ``parts`` (a tuple of ``(level, [B, N', E])``) and ``rest`` [B, E].
-        """
-        self._check_config()
-        if images.ndim != 4:
-            raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
+    def _tokens(self, images: Array) -> tuple[Array, int]:
+        """Patch embedding and prefix tokens: ([B, P + K*K, D], P)."""
         gh, gw = self.grid(images.shape)
-        mlp_dim = self.mlp_dim or 4 * self.width
-        out: dict[str, Any] = {}
-
         x = nn.Conv(
             self.width,
             tuple(self.patch_size),
@@ -439,12 +380,69 @@ class ViT(nn.Module):
         if prefix:
             prefix = [jnp.broadcast_to(t.astype(x.dtype), (b, 1, self.width)) for t in prefix]
             x = jnp.concatenate([*prefix, x], axis=1)
+        return x, len(prefix)
 
-        encoded, block_inputs = Encoder(
+    def _pool(self, encoded: Array, mlp_dim: int, probe: Probe, out: dict[str, Any]) -> Array:
+        """The embedding [B, E] from the encoder's output; fills ``out["tokens"]``."""
+        p, c = self.num_prefix_tokens, self.num_class_tokens
+        head = lambda y: nn.Dense(  # noqa: E731
+            self.proj_dim, use_bias=self.proj_bias, dtype=self.dtype, name="head"
+        )(y)
+        if self.pool_type == "map":
+            pooled, out["pool_attention"] = MAPHead(
+                self.num_heads,
+                mlp_dim,
+                act=self.mlp_act,
+                layer_norm_eps=self.layer_norm_eps,
+                dtype=self.dtype,
+                index=self.depth,
+                name="MAPHead_0",
+            )(encoded, probe=probe)
+            out["tokens"] = encoded[:, p:].astype(jnp.float32)
+            return (head(pooled) if self.proj_dim else pooled).astype(jnp.float32)
+        # Linear (with bias) on every output token commutes with the mean pool.
+        y = (head(encoded) if self.proj_dim else encoded).astype(jnp.float32)
+        out["tokens"] = y[:, p:]  # alpha: [B, K*K, E]
+        gap = out["tokens"].mean(axis=1)  # beta, eq. 1
+        tok = y[:, :c].mean(axis=1) if c else None  # class (and distillation) token
+        if self.pool_type == "gap_tok":
+            return jnp.concatenate([tok, gap], axis=-1)
+        return {"gap": gap, "tok": tok}[self.pool_type]
+
+    @nn.compact
+    def __call__(
+        self, images: Array, *, train: bool = False, probe: Probe | None = None
+    ) -> tuple[Array, dict[str, Any]]:
+        """Embeds images.
+
+        Args:
+          images: [B, H, W, C] float, already normalised.
+          train: enables dropout (needs a ``dropout`` rng).
+          probe: what an explanation method injects (``models.Probe``: detached
+            gradients, deltas on block inputs or attention weights, the head
+            fusion of ``out["attention"]``); None for the plain forward pass.
+
+        Returns:
+          ``(embedding [B, E], out)`` where ``out`` has ``tokens`` [B, K*K, E']
+          (the patch output tokens, projected for ``gap``/``tok``: alpha in
+          eq. 1-4), ``embedding`` [B, E] (beta), ``encoded`` [B, N', D] (the
+          encoder output incl. prefix tokens), ``block_inputs`` (the input of
+          every block and the last block's output before ``encoder_norm``,
+          [B, N', D] each, L + 1), ``attention`` [B, L, H, N', N'] (or
+          [B, L, N', N'] head-fused by ``probe.attention_fusion``) and, for
+          ``map`` pooling, ``pool_attention`` [B, H, 1, N'] (or fused).
+        """
+        probe = NO_PROBE if probe is None else probe
+        self._check_config()
+        if images.ndim != 4:
+            raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
+        mlp_dim = self.mlp_dim or 4 * self.width
+        x, num_prefix = self._tokens(images)
+        encoded, block_inputs, attention = Encoder(
             depth=self.depth,
             mlp_dim=mlp_dim,
             num_heads=self.num_heads,
-            num_prefix_in=len(prefix),
+            num_prefix_in=num_prefix,
             drop_prefix=not self.keep_class_token,
             num_registers=self.num_registers,
             ln_pre=self.ln_pre,
@@ -454,68 +452,11 @@ class ViT(nn.Module):
             dropout=self.dropout,
             dtype=self.dtype,
             name="Transformer",
-        )(
-            x,
-            deterministic=not train,
-            attention_fusion=attention_fusion,
-            detach=detach,
-            block_deltas=block_deltas,
-            attention_deltas=attention_deltas,
-        )
-        out["encoded"] = encoded
-        p, c = self.num_prefix_tokens, self.num_class_tokens
-        head = lambda y: nn.Dense(  # noqa: E731
-            self.proj_dim, use_bias=self.proj_bias, dtype=self.dtype, name="head"
-        )(y)
-
-        if self.pool_type == "map":
-            pooled = MAPHead(
-                self.num_heads,
-                mlp_dim,
-                act=self.mlp_act,
-                layer_norm_eps=self.layer_norm_eps,
-                dtype=self.dtype,
-                name="MAPHead_0",
-            )(
-                encoded,
-                attention_fusion=attention_fusion,
-                detach=detach,
-                attention_delta=(attention_deltas or {}).get(self.depth),
-            )
-            emb = (head(pooled) if self.proj_dim else pooled).astype(jnp.float32)
-            out["tokens"] = encoded[:, p:].astype(jnp.float32)
-        else:
-            # Linear (with bias) on every output token commutes with the mean pool.
-            y = (head(encoded) if self.proj_dim else encoded).astype(jnp.float32)
-            out["tokens"] = y[:, p:]  # alpha: [B, K*K, E]
-            gap = out["tokens"].mean(axis=1)  # beta, eq. 1
-            tok = y[:, :c].mean(axis=1) if c else None  # class (and distillation) token
-            emb = {"gap": gap, "tok": tok}.get(self.pool_type)
-            if self.pool_type == "gap_tok":
-                emb = jnp.concatenate([tok, gap], axis=-1)
-        out["embedding"] = emb
-        if decompose:
-            out["parts"], out["rest"] = decompose_embedding(
-                self, self.variables["params"], out, block_inputs[-2], block_inputs[-1]
-            )
-        if return_block_inputs:
-            out["block_inputs"] = block_inputs
-        return emb, out
-
-
-def collect_attention(intermediates: Mapping[str, Any], depth: int) -> Array:
-    """Stacks the sown attention of ``ViT`` blocks 0..depth-1 along a new axis 1.
-
-    Args:
-      intermediates: the ``intermediates`` collection returned by ``apply``.
-      depth: number of blocks.
-
-    Returns:
-      [B, L, H, N, N] (all heads) or [B, L, N, N] (head-fused).
-    """
-    enc = intermediates["Transformer"]
-    maps = [
-        enc[f"encoderblock_{i}"]["MultiHeadDotProductAttention_1"]["attention"][0]
-        for i in range(depth)
-    ]
-    return jnp.stack(maps, axis=1)
+        )(x, deterministic=not train, probe=probe)
+        out: dict[str, Any] = {
+            "encoded": encoded,
+            "block_inputs": block_inputs,
+            "attention": attention,
+        }
+        out["embedding"] = self._pool(encoded, mlp_dim, probe, out)
+        return out["embedding"], out

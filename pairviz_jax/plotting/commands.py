@@ -23,7 +23,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pairviz_jax import explain
-from pairviz_jax.explain import methods as explain_methods
 from pairviz_jax.plotting import figures
 from pairviz_jax.plotting.figures import RetrievalRow, Style
 from pairviz_jax.plotting.inputs import Example, Gallery
@@ -64,18 +63,16 @@ def _cross(
     method: str = "paper",
 ) -> dict[str, np.ndarray]:
     """Every query x gallery pair (the queries themselves when ``gallery`` is None), maps
-    upsampled to [Q, G, H, W]: the paper's method through ``explain.cross_maps`` (one
-    forward per image), another method through ``explain.methods.cross_maps`` (one forward
-    per image, one backward per pair and direction)."""
-    if method == "paper":
+    upsampled to [Q, G, H, W], through ``explain.cross_maps`` (the paper's method folds
+    each image's features, one forward per image; another method runs one forward per
+    image and one backward per pair and direction)."""
+    if method == "paper":  # the paper's per-image object, shared with the rollout figure
         fq = _features(m, queries)
         return _paper_cross(m, fq, fq if gallery is None else _features(m, gallery), convention)
-    iq = explain_methods.Inputs(m.model, m.variables, _images(m, queries))
-    ig = (
-        iq if gallery is None else explain_methods.Inputs(m.model, m.variables, _images(m, gallery))
-    )
+    iq = explain.Inputs(m.model, m.variables, _images(m, queries))
+    ig = iq if gallery is None else explain.Inputs(m.model, m.variables, _images(m, gallery))
     try:
-        out = explain_methods.cross_maps(iq, ig, method=method)
+        out = explain.cross_maps(iq, ig, method=method)
     except ValueError as e:
         raise InputError(f"--method {method}: {e}") from None
     return _upsampled(m, out)
@@ -115,7 +112,7 @@ def pair(
     method: str = "paper",
 ) -> Figure:
     """Fig. 3/4: images A and B with their paired maps A|B and B|A (``method``: a name of
-    ``explain_methods.METHODS``; the paper's by default)."""
+    ``explain.METHODS``; the paper's by default)."""
     map_a, map_b, score = _pair_maps(m, a, b, convention, method)
     return figures.pair_figure(
         a.image,
@@ -225,7 +222,7 @@ def retrieve(
       top: results per row.
       style: drawing style.
       convention: rollout convention (``explain.paired_maps``).
-      method: the explanation method (``explain_methods.METHODS``; the paper's by default).
+      method: the explanation method (``explain.METHODS``; the paper's by default).
     """
     return figures.retrieval_figure(
         [retrieval_row(m, q, g, top, convention=convention, method=method) for m, q, g in rows],
@@ -308,7 +305,7 @@ def rollout(
     method: str = "paper",
 ) -> Figure:
     """Fig. 8: the output-agnostic rollout maps of A and B beside their paired maps."""
-    if not getattr(m.model, "sows_attention", False):
+    if not getattr(m.model, "has_attention", False):
         raise InputError(
             f"rollout: {m.label} is a {type(m.model).__name__}, which has no attention to roll out"
         )

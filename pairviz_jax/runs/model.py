@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pairviz_jax import explain
 from pairviz_jax.data import preprocess
 from pairviz_jax.runs.errors import InputError, one_line
 
@@ -136,17 +136,4 @@ class LoadedModel:
 
     def embed(self, images_uint8: np.ndarray) -> np.ndarray:
         """Embeddings [B, E] (float32, not normalised) of uint8 images at the model's size."""
-        emb, _ = embed_fn(self.model)(self.variables, self.prepare(images_uint8))
-        return np.asarray(emb)
-
-
-@functools.lru_cache(maxsize=16)
-def embed_fn(model: nn.Module):
-    """The compiled embedding-only forward ``(variables, images [B, H, W, C]) -> (emb, keep)``.
-
-    ``pairviz_jax.train.step.embedding_forward``: ``emb`` [B, E] float32; ``keep`` keeps
-    XLA:CPU off a slow fusion of the attention softmax (see there) and is dropped.
-    """
-    from pairviz_jax.train.step import embedding_forward
-
-    return jax.jit(functools.partial(embedding_forward, model))
+        return np.asarray(explain.embed(self.model, self.variables, self.prepare(images_uint8)))

@@ -102,10 +102,10 @@ def _field_comments() -> dict[str, str]:
 
 def config_fields(config) -> list[str]:
     """One line per config field: ``name = value  # meaning`` (for ``--help``)."""
-    from pairviz_jax.train.runfiles import _as_dict, _flat
+    from pairviz_jax.train.runfiles import as_dict, flat_dict
 
     comments = _field_comments()
-    flat = _flat(_as_dict(config))
+    flat = flat_dict(as_dict(config))
     width = max(len(f"{k} = {v!r}") for k, v in flat.items())
     lines = []
     for key, value in flat.items():

@@ -138,7 +138,7 @@ def evaluate(
             options=options,
         ):
             g = sharding.global_batch(batch, mesh)
-            (emb, _), lab, valid = embed_fn(model_params, g["image"], g["label"], g["valid"])
+            emb, lab, valid = embed_fn(model_params, g["image"], g["label"], g["valid"])
             valid = np.asarray(valid)
             embs.append(np.asarray(emb)[valid])
             labels.append(np.asarray(lab)[valid])

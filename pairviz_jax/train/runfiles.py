@@ -85,16 +85,18 @@ def truncate_metrics(workdir: str, step: int) -> int:
     return len(lines) - len(keep)
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flat_dict(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{"a.b": value}``."""
     if isinstance(tree, dict):
         out: dict[str, Any] = {}
         for k, v in tree.items():
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flat_dict(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: tree}
 
 
-def _as_dict(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+def as_dict(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+    """A config as plain JSON-able nested dicts."""
     if isinstance(config, dict):
         return json.loads(json.dumps(config))
     return json.loads(config.to_json_best_effort())
@@ -102,7 +104,7 @@ def _as_dict(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
 
 def config_diff(old: ml_collections.ConfigDict | dict, new: ml_collections.ConfigDict | dict):
     """``[(field, old value, new value)]`` of every dotted field that differs, sorted."""
-    a, b = _flat(_as_dict(old)), _flat(_as_dict(new))
+    a, b = flat_dict(as_dict(old)), flat_dict(as_dict(new))
     missing = object()
     out = []
     for key in sorted(a.keys() | b.keys()):

@@ -136,19 +136,14 @@ def jit_train_step(
     )
 
 
-def embedding_forward(model: nn.Module, variables: Any, images: jax.Array):
-    """``model.apply(variables, images)[0]`` as float32, with a scalar beside it.
+def embedding_forward(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
+    """``model.apply(variables, images)[0]`` as float32: the embedding [B, E] (traceable).
 
-    Returns ``(embedding [B, E] float32, keep [])``; jit the pair and drop ``keep``
-    (zero) on the host. The pair form dates from a workaround: with jax 0.10,
-    XLA:CPU's YNNPACK fusion pulled each attention block's softmax, when its only
-    reader was the product with the values, into that product's kernel, 1.3-1.7x
-    slower. The attention now normalises after the product
-    (``pairviz_jax.models.layers.MultiHeadAttention``), so the plain forward is on the
-    fast path itself (``benchmarks/explain.py`` counts the fused kernels: 0).
+    The attention normalises after its product with the values
+    (``pairviz_jax.models.layers.MultiHeadAttention``), which keeps XLA:CPU's fusion of
+    the softmax off its slow path (``benchmarks/explain.py`` counts the fused kernels: 0).
     """
-    emb = model.apply(variables, images)[0].astype(jnp.float32)
-    return emb, jnp.zeros((), jnp.float32)
+    return model.apply(variables, images)[0].astype(jnp.float32)
 
 
 def jit_embed(
@@ -157,11 +152,9 @@ def jit_embed(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> Callable[[Any, jax.Array], jax.Array]:
-    """``embed(model_params, images [B, H, W, 3]) -> (embedding [B, E], keep)``, jitted.
+    """``embed(model_params, images [B, H, W, 3]) -> embedding [B, E]``, jitted.
 
-    The embedding is float32 and gathered to every host; ``keep`` is the scalar of
-    :func:`embedding_forward` (drop it; a caller that jits this inside its own function
-    must return it too, or XLA drops the sum and fuses the softmax again).
+    The embedding is float32 and gathered to every host.
     """
 
     def embed(params, images):

@@ -15,26 +15,11 @@ name               what it is                                       what its map
 
 Every method explains the same quantity, the cosine with the image's own norm held
 (``base``), so the partner's unit embedding is the cotangent of one backward pass and one
-forward serves a whole gallery. ``explain.paired_maps(..., method=)`` and
-``explain.cross_maps(..., method=)`` dispatch here; ``against`` gives maps of images
-against K partners each (what ``pairviz_jax.evaluate`` uses).
+forward serves a whole gallery. This package is the registry; the maps come from the one
+door, ``explain.paired_maps`` / ``cross_maps`` / ``against`` (``method=``).
 """
 
-from pairviz_jax.explain.methods import chefer as _chefer  # noqa: F401  (registers)
-from pairviz_jax.explain.methods import gradients as _gradients  # noqa: F401
-from pairviz_jax.explain.methods import paper as _paper  # noqa: F401
-from pairviz_jax.explain.methods.api import Inputs, against, cross_maps, embed, paired_maps
+from pairviz_jax.explain.methods import chefer, gradients, paper  # noqa: F401  (registers)
 from pairviz_jax.explain.methods.base import METHODS, Method, Prepared, get, register
 
-__all__ = [
-    "METHODS",
-    "Inputs",
-    "Method",
-    "Prepared",
-    "against",
-    "cross_maps",
-    "embed",
-    "get",
-    "paired_maps",
-    "register",
-]
+__all__ = ["METHODS", "Method", "Prepared", "get", "register"]

@@ -20,7 +20,10 @@ A method is registered as ``Method(name, prepare, conserves, ...)``. ``prepare(m
 variables, images, **options)`` runs inside ``jit`` and returns a ``Prepared``: the
 embedding [B, E] and a pullback from cotangents [B, K, E] to relevance maps
 [B, K, gh, gw] on the patch tokens and their total over every token the method credits
-([B, K]; for the gradient methods this includes class/register tokens).
+([B, K]; for the gradient methods this includes class/register tokens). A method may
+also declare fast paths that ``explain.paired_maps`` / ``cross_maps`` take when the
+target is ``"score"``: ``paired`` (both sides of B pairs at once) and ``fold`` (one
+per-image object, ``explain.Folded``, from which any pair is one product: the paper's).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from pairviz_jax.explain.similarity import safe_norm, unit
 
 Array = jax.Array
 _HI = jax.lax.Precision.HIGHEST
@@ -61,7 +66,16 @@ class Method:
       prepare: ``(model, variables, images, **options) -> Prepared`` (traceable).
       conserves: one line on what its map sums to (measured in ``benchmarks/methods.py``).
       options: the accepted options and their defaults.
-      needs_attention: only for models that sow attention (ViT).
+      needs_attention: only for models with attention (ViT).
+      check: ``(model, options) -> None``, a clear ValueError for bad options before
+        anything is traced (optional).
+      paired: fast path for B pairs, ``(model, variables, images_a, images_b, **options)
+        -> {map_a, map_b, score, rest_a, rest_b}`` (traceable; optional).
+      fold: fast path for galleries, ``(x, **options) -> explain.Folded`` for x an
+        ``explain.Inputs`` or the method's own per-image object (``per_image``);
+        optional.
+      per_image: the types ``fold`` accepts besides ``Inputs`` (the paper's:
+        ``Features`` and ``Folded``).
     """
 
     name: str
@@ -69,6 +83,10 @@ class Method:
     conserves: str
     options: Mapping[str, Any]
     needs_attention: bool = True
+    check: Callable[[Any, Mapping[str, Any]], None] | None = None
+    paired: Callable[..., dict[str, Array]] | None = None
+    fold: Callable[..., Any] | None = None
+    per_image: tuple[type, ...] = ()
 
 
 METHODS: dict[str, Method] = {}
@@ -120,9 +138,9 @@ def cotangent(embedding: Array, partners: Array, target: str = "score") -> Array
     maps sum to 0 wherever the network is positively homogeneous; they show what in the
     image makes it closer to *this* partner than to itself.
     """
-    norm = jnp.maximum(jnp.linalg.norm(embedding, axis=-1), 1e-12)
+    norm = safe_norm(embedding)
     u = embedding / norm[:, None]
-    up = partners / jnp.maximum(jnp.linalg.norm(partners, axis=-1, keepdims=True), 1e-12)
+    up = unit(partners)
     if target == "cosine":
         s = jnp.einsum("be,bke->bk", u, up, precision=_HI)
         up = up - s[..., None] * u[:, None]
@@ -133,7 +151,7 @@ def cotangent(embedding: Array, partners: Array, target: str = "score") -> Array
 
 def check_model(method: Method, model) -> None:
     """A clear error when ``method`` needs what ``model`` lacks."""
-    if method.needs_attention and not getattr(model, "sows_attention", False):
+    if method.needs_attention and not getattr(model, "has_attention", False):
         raise ValueError(
             f"method {method.name!r} needs a ViT (attention and block hooks); "
             f"{type(model).__name__} has none: use method='paper' or 'ig'"
@@ -160,7 +178,7 @@ def over_cotangents(fn: Callable[[Array], Any], cot: Array, chunk: int | None) -
 def token_count(model, variables, images: Array) -> tuple[int, int]:
     """(N', D): the encoder's tokens and width for these images (shapes only, no compute)."""
     shapes = jax.eval_shape(
-        lambda v, x: model.apply(v, x, return_block_inputs=True)[1]["block_inputs"][0],
+        lambda v, x: model.apply(v, x)[1]["block_inputs"][0],
         variables,
         images,
     )

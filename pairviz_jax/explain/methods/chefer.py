@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 
 from pairviz_jax.explain.methods.base import (
-    _HI,
     Method,
     Prepared,
     over_cotangents,
@@ -48,14 +47,10 @@ from pairviz_jax.explain.methods.base import (
     token_count,
 )
 from pairviz_jax.explain.methods.gradients import CHUNK
+from pairviz_jax.models.probe import Probe
 
 Array = jax.Array
-
-
-def _attention_leaf(tree, *path):
-    for p in path:
-        tree = tree[p]
-    return tree[0] if isinstance(tree, tuple) else tree
+_HI = jax.lax.Precision.HIGHEST
 
 
 def output_rows(model, n_all: int, n_patches: int) -> Array | None:
@@ -101,24 +96,10 @@ def chefer(model, variables, images, *, chunk=CHUNK) -> Prepared:
     rows = output_rows(model, n_all, grid[0] * grid[1])
 
     def embed(deltas):
-        (emb, _), state = model.apply(
-            variables, images, attention_deltas=deltas, mutable=["intermediates"]
-        )
-        inter = state["intermediates"]
-        attn = {
-            i: _attention_leaf(
-                inter,
-                "Transformer",
-                f"encoderblock_{i}",
-                "MultiHeadDotProductAttention_1",
-                "attention",
-            )
-            for i in range(depth)
-        }
+        emb, out = model.apply(variables, images, probe=Probe(attention_deltas=deltas))
+        attn = {i: out["attention"][:, i] for i in range(depth)}  # [B, H, N', N'] each
         if pool == "map":
-            attn[depth] = _attention_leaf(
-                inter, "MAPHead_0", "MultiHeadDotProductAttention_0", "pool_attention"
-            )
+            attn[depth] = out["pool_attention"]  # [B, H, 1, N']
         return emb.astype(jnp.float32), attn
 
     emb, vjp_fn, attn = jax.vjp(embed, deltas, has_aux=True)

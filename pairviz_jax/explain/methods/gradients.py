@@ -18,6 +18,7 @@ from pairviz_jax.explain.methods.base import (
     register,
     token_count,
 )
+from pairviz_jax.models.probe import Probe
 
 Array = jax.Array
 
@@ -44,13 +45,8 @@ def _token_gradient_x_input(
     grid = model.grid(images.shape)
 
     def embed(delta):
-        emb, out = model.apply(
-            variables,
-            images,
-            detach=detach,
-            block_deltas={layer: delta},
-            return_block_inputs=True,
-        )
+        probe = Probe(detach=detach, block_deltas={layer: delta})
+        emb, out = model.apply(variables, images, probe=probe)
         return emb.astype(jnp.float32), out["block_inputs"][layer].astype(jnp.float32)
 
     emb, vjp_fn, tokens = jax.vjp(embed, zeros, has_aux=True)
@@ -70,7 +66,7 @@ def gradxinput(model, variables, images, *, layer=0, chunk=CHUNK) -> Prepared:
     """Gradient x input on the tokens x_k entering block k (k = ``layer``).
 
     ``R_j = x_kj . d f_p / d x_kj`` for every token j, by one VJP per partner through the
-    blocks k..L-1 (``block_deltas``: the blocks below k are not differentiated). The map
+    blocks k..L-1 (``Probe.block_deltas``: the blocks below k are not differentiated). The map
     is R on the patch tokens; class and register tokens' relevance is in the total only.
 
     Conserves: nothing in general (first-order Taylor term; exact only where the network
@@ -84,7 +80,7 @@ def gradxinput(model, variables, images, *, layer=0, chunk=CHUNK) -> Prepared:
 def conservative(model, variables, images, *, layer=0, chunk=CHUNK) -> Prepared:
     """Conservative propagation (Ali et al., ICML 2022): gradient x input of the detached model.
 
-    The model runs with ``detach=True``: same forward values, but attention weights,
+    The model runs with ``Probe(detach=True)``: same forward values, but attention weights,
     LayerNorm 1/sigma and activation gates are constants for the gradient, so the network
     above block k is linear in (x_k, biases) jointly and gradient x input is its exact
     split (Euler): ``sum_j R_j + sum_b b . df/db = f_p(x) = score``.

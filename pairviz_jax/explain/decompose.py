@@ -182,16 +182,16 @@ def _map_part(model, params: Mapping[str, Any], x: Array) -> Array:
 
 
 def decompose_embedding(
-    model, params: Mapping[str, Any], out: Mapping[str, Array], last_input: Array, prenorm: Array
+    model, params: Mapping[str, Any], out: Mapping[str, Any]
 ) -> tuple[dict[int, Array], Array]:
     """Splits ``out["embedding"]`` over tokens at one or two levels (see the module doc).
 
     Args:
       model: the ``ViT``.
       params: its parameters (``variables["params"]``).
-      out: the forward's outputs (``tokens``, ``embedding``).
-      last_input: the last block's input tokens [B, N', D].
-      prenorm: the last block's output tokens before ``encoder_norm`` [B, N', D].
+      out: the forward's outputs (``ViT.__call__``): ``tokens``, ``embedding`` and
+        ``block_inputs`` (of which the last block's input tokens [B, N', D] and its
+        output before ``encoder_norm`` [B, N', D] are read).
 
     Returns:
       ``(parts, rest)``: ``{level: v [B, N', E]}`` (level L - 1 for the class
@@ -201,8 +201,8 @@ def decompose_embedding(
     emb = out["embedding"]
     depth, p, b = model.depth, model.num_prefix_tokens, emb.shape[0]
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
-    last_input = last_input.astype(jnp.float32)
-    prenorm = prenorm.astype(jnp.float32)
+    last_input = out["block_inputs"][-2].astype(jnp.float32)
+    prenorm = out["block_inputs"][-1].astype(jnp.float32)
     tokens = out["tokens"].astype(jnp.float32)
     n = tokens.shape[1]
 
