@@ -259,6 +259,8 @@ def test_evaluate_swap_in_chunks_resumes_and_matches_its_parts(loaded32, tmp_pat
 def test_evaluate_swap_subcommand_prints_the_table_and_draws(all_photos, loaded32, tmp_path,
                                                              monkeypatch, capsys):  # fmt: skip
     monkeypatch.setattr(runs, "model_from_args", lambda args, prefix="": loaded32)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.npz").write_bytes(b"")  # --weights must name a file; the loader is replaced
     png = str(tmp_path / "ev.png")
     argv = ["evaluate", "--weights", "w.npz", "--swap", "--pairs", "3", "--method", "chefer"]
     assert visualize.main([*argv, "--out", png]) == 0
@@ -280,7 +282,7 @@ def test_evaluate_swap_subcommand_prints_the_table_and_draws(all_photos, loaded3
 
 
 def test_swap_kinds_from_the_command_line():
-    from pairviz_jax.evaluate.swap_report import parse_kinds
+    from pairviz_jax.evaluate.commands import swap_kinds as parse_kinds
 
     assert parse_kinds(None) == swap.SWAP_KINDS
     assert parse_kinds(["chefer,ig"]) == ("occlusion", "chefer", "ig", "rollout", "gamma", "random")

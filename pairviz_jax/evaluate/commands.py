@@ -39,6 +39,17 @@ def parse_methods(values: Sequence[str] | None, default: Sequence[str]) -> tuple
     return tuple(chosen) + tuple(b for b in BASELINES if b not in chosen)
 
 
+def swap_kinds(methods: Sequence[str] | None) -> tuple[str, ...]:
+    """``--method`` values -> the swap test's kinds: the occlusion reference (always), the
+    chosen methods, then the baselines (``parse_methods``; no values: every
+    method, ``SWAP_KINDS``)."""
+    from pairviz_jax.evaluate.swap import SWAP_KINDS
+
+    if not methods:
+        return SWAP_KINDS
+    return ("occlusion", *(k for k in parse_methods(methods, ()) if k != "rollout_mean"))
+
+
 def parse_options(values: Sequence[str]) -> dict[str, dict]:
     """``--option METHOD.KEY=VALUE`` values -> ``{method: {key: value}}`` (values as Python
     literals, e.g. ``gradxinput.layer=6``, ``ig.steps=32``)."""
@@ -100,7 +111,13 @@ def run(
         from pairviz_jax.evaluate import swap_report
 
         return swap_report.run(
-            loaded, out=out, half=swap, triples=pairs, methods=methods, options=options, cache=cache
+            loaded,
+            out=out,
+            half=swap,
+            triples=pairs,
+            kinds=swap_kinds(methods),
+            method_options=method_options,
+            cache=cache,
         )
     drawn = []
     if figure:

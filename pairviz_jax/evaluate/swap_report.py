@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from pairviz_jax.evaluate.swap import SWAP_KINDS, SwapResult, evaluate_swap, triple_arrays
 
-__all__ = ["parse_kinds", "run", "swap_figure"]
+__all__ = ["run", "swap_figure"]
 
 # Drawn beside the best method when no --method is given.
 FIGURE_KINDS = ("occlusion", "authors", "chefer")
-
-
-def parse_kinds(methods: Sequence[str] | None) -> tuple[str, ...]:
-    """``--method`` values -> the swap test's kinds: the occlusion reference (always), the
-    chosen methods, then the baselines (``evaluate.commands.parse_methods``; no values: every
-    method, ``SWAP_KINDS``)."""
-    from pairviz_jax.evaluate.commands import parse_methods
-
-    if not methods:
-        return SWAP_KINDS
-    return ("occlusion", *(k for k in parse_methods(methods, ()) if k != "rollout_mean"))
 
 
 def _outline(ax, mask: np.ndarray, colour: str) -> None:
@@ -110,22 +99,21 @@ def run(
     out: str,
     half: str = "a",
     triples: int | None = None,
-    methods: Sequence[str] | None = None,
-    options: Sequence[str] = (),
+    kinds: Sequence[str] = SWAP_KINDS,
+    method_options: Mapping[str, Mapping] | None = None,
     cache: str | None = None,
     window: int = 2,
     log=None,
 ) -> tuple[str, list[str]]:
     """The swap test from command-line values: (the Markdown report, [the figure PNG]).
 
+    ``kinds``: the maps measured (``commands.swap_kinds``); ``method_options``:
+    ``{method: {option: value}}`` (``commands.parse_options``).
     ``half`` ``"a"`` is the development half; ``"b"`` is held out (run it once, at the end).
     Finished chunks are kept in ``cache`` (default: a folder beside ``out``) and reused.
     """
-    from pairviz_jax.evaluate import commands
     from pairviz_jax.evaluate.photos import log_stderr
 
-    kinds = parse_kinds(methods)
-    method_options = commands.parse_options(options)
     n = 40 if triples is None else triples
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     stem, ext = os.path.splitext(out)
