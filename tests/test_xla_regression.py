@@ -38,11 +38,18 @@ def dinov2_cut():
     )
     x = jax.random.normal(jax.random.PRNGKey(0), (IMAGES, 224, 224, 3))
     partners = jax.random.normal(jax.random.PRNGKey(1), (IMAGES, PARTNERS, 384))
-    variables = jax.jit(model.init)(jax.random.PRNGKey(2), x[:1])
-    leaves, tree = jax.tree_util.tree_flatten(variables)  # move every parameter (no zeros)
-    keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
-    leaves = [a + 0.1 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
-    variables = jax.tree_util.tree_unflatten(tree, leaves)
+
+    @jax.jit
+    def init(x):  # every parameter moved off its initial value (no zero biases)
+        variables = model.init(jax.random.PRNGKey(2), x)
+        leaves, tree = jax.tree_util.tree_flatten(variables)
+        keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
+        leaves = [
+            a + 0.1 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)
+        ]
+        return jax.tree_util.tree_unflatten(tree, leaves)
+
+    variables = init(x[:1])
     return model, variables, x, partners
 
 
