@@ -8,4 +8,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax  # noqa: E402
 
+import pairviz_jax  # noqa: E402, F401  (its XLA flags before anything starts the backend)
+
 jax.config.update("jax_default_matmul_precision", "highest")
