@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 
 import pairviz_jax
-from pairviz_jax import _xla
-from pairviz_jax.explain import methods
+from pairviz_jax import _xla, explain
 from pairviz_jax.models import ViT, decode_variant
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +54,7 @@ def dinov2_cut():
 
 def _maps(model, variables, images, partners, method, chunk):
     """Maps [B, K, gh, gw] of B images against K partners each, ``chunk`` partners per pass."""
-    out = methods.against(model, variables, images, partners, method=method, chunk=chunk)
+    out = explain.against(model, variables, images, partners, method=method, chunk=chunk)
     return np.asarray(out["maps"], np.float64)
 
 
