@@ -47,8 +47,8 @@ def demo_pairs(
       distractor: A shows a distractor glyph too.
 
     Returns:
-      ``{"images_a", "images_b": normalised float32 [P, S, S, 3], "masks_a": bool
-      [P, S, S], "uint8_a", "uint8_b": uint8 [P, S, S, 3], "labels": int32 [P]}``,
+      ``images_a``, ``images_b``: normalised float32 [P, S, S, 3]; ``masks_a``: bool
+      [P, S, S]; ``uint8_a``, ``uint8_b``: uint8 [P, S, S, 3]; ``labels``: int32 [P];
       with ``distractor`` also ``"distractor_masks_a"`` bool [P, S, S], ``"second_b"``
       (normalised) and ``"uint8_second_b"``.
     """

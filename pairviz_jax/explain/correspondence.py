@@ -154,10 +154,10 @@ def correspondence(
 
     Returns:
       dict of float32 arrays, with leading axes L = [A, B] (or [A] aligned):
-      ``corr`` [*L, N_a, N_b] (tokens in row-major grid order), ``map_a``
-      [*L, gh_a, gw_a] and ``map_b`` [*L, gh_b, gw_b] (the paired maps of the
-      convention, equal to ``cross_maps``), ``rest_a`` [*L, N_a], ``rest_b``
-      [*L, N_b], ``rest`` [*L] and ``score`` [*L] (the cosine). Exactly:
+      ``corr`` [L..., N_a, N_b] (tokens in row-major grid order), ``map_a``
+      [L..., gh_a, gw_a] and ``map_b`` [L..., gh_b, gw_b] (the paired maps of the
+      convention, equal to ``cross_maps``), ``rest_a`` [L..., N_a], ``rest_b``
+      [L..., N_b], ``rest`` [L...] and ``score`` [L...] (the cosine). Exactly:
       ``corr.sum(-1) + rest_a`` is ``map_a`` flattened, ``corr.sum(-2) +
       rest_b`` is ``map_b``, and ``corr.sum((-2, -1)) + rest_a.sum(-1) +
       rest_b.sum(-1) + rest`` is ``score``.

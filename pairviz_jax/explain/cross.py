@@ -44,9 +44,9 @@ class Folded:
     Attributes:
       w: W, [B, N, E]: the map of this image against a unit embedding u is
         ``W @ u`` (eq. 4 and 6 folded together).
-      unit: u = beta / |beta|, [B, E].
+      unit: ``u = beta / |beta|``, [B, E].
       grid: (gh, gw), static.
-      rest: [B, E], the embedding's remainder over |beta| (zeros for ``gap``).
+      rest: [B, E], the embedding's remainder over ``|beta|`` (zeros for ``gap``).
     """
 
     w: Array

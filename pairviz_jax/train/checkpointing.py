@@ -102,7 +102,8 @@ class Checkpointer:
         """Restores the state (into ``state_template``'s shapes and shardings).
 
         Args:
-          state_template: a state, or ``jax.ShapeDtypeStruct``s with shardings, of the same tree.
+          state_template: a state, or ``jax.ShapeDtypeStruct`` leaves with shardings, of
+            the same tree.
           data_iterator: ignored (the input restarts at the returned step).
           step: the checkpoint; default the latest.
 

@@ -49,7 +49,7 @@ class Prepared:
 
     Attributes:
       embedding: beta, [B, E] float32.
-      pullback: cotangents c [B, K, E] (c = u_partner / |beta|, see the module doc) ->
+      pullback: cotangents c [B, K, E] (``c = u_partner / |beta|``, see the module doc) ->
         ``(maps [B, K, gh, gw], total [B, K])``.
     """
 
