@@ -14,7 +14,7 @@ Models come from ``pairviz_jax.runs`` (``load_run``, ``load_weights``, ``LoadedM
 ``InputError``; re-exported here).
 """
 
-import importlib
+from pairviz_jax._lazy import lazy_attributes
 
 # name -> its module, imported on first use: ``visualize.py --help`` imports no JAX.
 _WHERE = {
@@ -82,20 +82,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """Imports ``name`` (a function, class or submodule) from its module on first use."""
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-    else:
-        try:
-            value = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE, __all__)

@@ -16,7 +16,7 @@ The one module outside ``pairviz_jax.train`` that imports it (``visualize.py``,
   ``check_image_size`` (the smallest image every command takes: one patch).
 """
 
-import importlib
+from pairviz_jax._lazy import lazy_attributes
 
 # name -> the module that defines it; imported on first use, so that ``--help`` and the
 # command-line checks (``InputError``, ``add_model_arguments``) run without JAX.
@@ -65,20 +65,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """Imports ``name`` (a function, class or submodule) from its module on first use."""
-    module = _WHERE.get(name, name)
-    try:
-        value = importlib.import_module(f"{__name__}.{module}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{module}":
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    if name in _WHERE:
-        value = getattr(value, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(
+    __name__, {k: f"{__name__}.{m}" for k, m in _WHERE.items()}, __all__
+)
