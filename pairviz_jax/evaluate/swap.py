@@ -52,18 +52,7 @@ __all__ = [
 
 # Every method of explain.methods (the paper's in both conventions), the occlusion reference
 # and the baselines (rollout, gamma, random).
-SWAP_KINDS = (
-    "occlusion",
-    "authors",
-    "transpose",
-    "gradxinput",
-    "chefer",
-    "conservative",
-    "ig",
-    "rollout",
-    "gamma",
-    "random",
-)
+SWAP_KINDS = ("occlusion", *(k for k in KINDS if k != "rollout_mean"))
 REFERENCES = ("occlusion",)
 MEASURES = ("swap", "hits", "right_minus_wrong", "correlation")
 HEADS = {
