@@ -2,6 +2,7 @@
 files, and its ``pairviz`` command runs the demo outside the repository."""
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -14,9 +15,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    # Built from a copy of what the wheel is made of, so no build/ folder lands in the checkout.
+    src = tmp_path_factory.mktemp("src")
+    shutil.copytree(
+        os.path.join(ROOT, "pairviz_jax"),
+        src / "pairviz_jax",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src / name)
     out = tmp_path_factory.mktemp("dist")
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    subprocess.run([*cmd, "-w", str(out), ROOT], check=True, timeout=600)
+    subprocess.run([*cmd, "-w", str(out), str(src)], check=True, timeout=600)
     (path,) = out.glob("pairviz_jax-*.whl")
     return path
 
