@@ -220,6 +220,19 @@ _ROWS = jax.jit(_rows_kernel, static_argnums=4)
 _TILE = jax.jit(_tile_kernel, static_argnums=(4, 5))
 
 
+def padded_chunks(pairs: np.ndarray, c: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Chunks of ``c`` pairs: (positions [c] in ``pairs``, -1 for padding; pairs int64 [c, 2]),
+    the last chunk padded by repeating its first pair (a real pair: no out-of-range image)."""
+    for s in range(0, len(pairs), c):
+        e = min(s + c, len(pairs))
+        idx = np.empty((c, 2), np.int64)
+        idx[: e - s] = pairs[s:e]
+        idx[e - s :] = pairs[s]
+        pos = np.full(c, -1, np.int64)
+        pos[: e - s] = np.arange(s, e)
+        yield pos, idx
+
+
 class Compute:
     """Dispatches a shard's pairs to the devices, by one of two strategies.
 
@@ -326,16 +339,9 @@ class StreamCompute:
 
     def calls(self, pairs: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
         """Yields (positions [C] in ``pairs``, -1 for padding; device outputs [C, ...])."""
-        c = self.chunk
-        for s in range(0, len(pairs), c):
-            e = min(s + c, len(pairs))
-            idx = np.empty((c, 2), np.int64)
-            idx[: e - s] = pairs[s:e]
-            idx[e - s :] = pairs[s]  # padding repeats a real pair
-            pos = np.full(c, -1, np.int64)
-            pos[: e - s] = np.arange(s, e)
+        for pos, idx in padded_chunks(pairs, self.chunk):
             ids, inv = np.unique(idx, return_inverse=True)
-            inv = inv.reshape(c, 2)
+            inv = inv.reshape(idx.shape)
             w, unit = self.store.w(ids), self.store.unit(ids)
             rows = [w[inv[:, 0]], unit[inv[:, 0]], w[inv[:, 1]], unit[inv[:, 1]]]
             yield pos, _ROWS(*(jax.device_put(x, self.split) for x in rows), self.grid)

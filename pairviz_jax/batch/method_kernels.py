@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pairviz_jax import explain
+from pairviz_jax.batch.kernels import padded_chunks
 from pairviz_jax.explain import methods
 
 # Pairs per compiled call: 2 x 16 images' backward passes at a time.
@@ -85,14 +86,7 @@ class MethodCompute:
 
     def calls(self, pairs: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
         """Yields (positions [C] in ``pairs``, -1 for padding; (maps_a, maps_b, score))."""
-        c = self.chunk
-        for s in range(0, len(pairs), c):
-            e = min(s + c, len(pairs))
-            idx = np.zeros((c, 2), np.int64)
-            idx[: e - s] = pairs[s:e]
-            idx[e - s :] = pairs[s]  # padding repeats a real pair
-            pos = np.full(c, -1, np.int64)
-            pos[: e - s] = np.arange(s, e)
+        for pos, idx in padded_chunks(pairs, self.chunk):
             a = jax.device_put(np.stack([self._image(int(i)) for i in idx[:, 0]]), self.split)
             b = jax.device_put(np.stack([self._image(int(i)) for i in idx[:, 1]]), self.split)
             out = explain.paired_maps(
