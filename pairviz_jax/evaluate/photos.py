@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from pairviz_jax._util import atomic_path
 from pairviz_jax.evaluate.core import measure
 from pairviz_jax.evaluate.results import Faithfulness, concatenate
 
@@ -105,9 +106,8 @@ def _save(path: str, r: Faithfulness) -> None:
         arrays.update({f"m|{k}|{n}": v for n, v in ms.items()})
     for k, cs in r.curves.items():
         arrays.update({f"c|{k}|{mode}": v for mode, v in cs.items()})
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, info=json.dumps(r.info, default=str), **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, info=json.dumps(r.info, default=str), **arrays)
 
 
 def _load(path: str) -> Faithfulness:
