@@ -28,13 +28,13 @@ import json
 import os
 import shutil
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
 import numpy as np
 from PIL import Image
 
+from pairviz_jax._util import Progress, write_text_atomic
 from pairviz_jax.viewer import _encode
 
 __all__ = ["page_path", "plan_pages", "thumb_path", "write_report"]
@@ -89,21 +89,6 @@ def plan_pages(group_sizes: np.ndarray, per_page: int) -> np.ndarray:
         used += size
         offset += size
     return np.asarray(starts, np.int64)
-
-
-class _Progress:
-    def __init__(self, stream: TextIO | None, what: str, total: int):
-        self.stream, self.what, self.total = stream, what, total
-        self.t0 = self.last = time.perf_counter()
-
-    def update(self, done: int) -> None:
-        now = time.perf_counter()
-        if self.stream is None or (now - self.last < 1.0 and done < self.total):
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        self.stream.write(f"report: {self.what} {done:,}/{self.total:,} ({rate:,.0f}/s)\n")
-        self.stream.flush()
 
 
 def _collect(res) -> dict[str, np.ndarray]:
@@ -167,7 +152,9 @@ def _write_thumbs(dest, keys, indices, loader, size, progress) -> list[str]:
     from pairviz_jax.data.images import CorruptImageError
 
     missing: list[str] = []
-    bar = _Progress(progress, "thumbnails", len(indices))
+    bar = Progress(
+        len(indices), stream=progress, every=1.0, unit="images", label="report: thumbnails "
+    )
 
     def one(i: int) -> str | None:
         path = os.path.join(dest, thumb_path(i))
@@ -192,10 +179,11 @@ def _write_thumbs(dest, keys, indices, loader, size, progress) -> list[str]:
     for k in sorted({i // 1000 for i in indices}):
         os.makedirs(os.path.join(dest, f"img/{k:04d}"), exist_ok=True)
     with ThreadPoolExecutor(4) as pool:
-        for n, err in enumerate(pool.map(one, indices), 1):
+        for err in pool.map(one, indices):
             if err is not None:
                 missing.append(err)
-            bar.update(n)
+            bar.update(1)
+    bar.close()
     return missing
 
 
@@ -210,13 +198,6 @@ def _prepare_dest(dest: str) -> None:
         for sub in ("data", "img"):  # an older report: replace it
             shutil.rmtree(os.path.join(dest, sub), ignore_errors=True)
     os.makedirs(os.path.join(dest, "data"), exist_ok=True)
-
-
-def _atomic_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_report(
@@ -286,7 +267,7 @@ def write_report(
     maps_b = [sh["maps_b"] for sh in res.shards]
     grid = list(maps_a[0].shape[1:])
     n_tok = int(np.prod(grid))
-    bar = _Progress(progress, "pages", len(starts))
+    bar = Progress(len(starts), stream=progress, every=1.0, unit="pages", label="report: ")
     queries: list[list[Any]] = []
     for p, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         e = entries[lo:hi]
@@ -322,8 +303,9 @@ def write_report(
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             f.write(f"PV_page({p},{_encode.script_json(body)});\n")
-        bar.update(p + 1)
-    _atomic_text(
+        bar.update(1)
+    bar.close()
+    write_text_atomic(
         os.path.join(dest, "data", "queries.js"),
         f"PV_queries({_encode.script_json(queries)});\n",
     )
@@ -349,7 +331,7 @@ def write_report(
         "finished": not partial or os.path.exists(os.path.join(job, "manifest.json")),
         "cmap": _encode.colormap_lut(cmap),
     }
-    _atomic_text(
+    write_text_atomic(
         os.path.join(dest, _MARKER),
         json.dumps(
             {**{k: v for k, v in meta.items() if k != "cmap"}, "missing": missing[:1000]}, indent=1
@@ -357,7 +339,7 @@ def write_report(
     )
     del meta["job"]  # the page shows the job's name only, not where it lives
     index = os.path.join(dest, "index.html")
-    _atomic_text(
+    write_text_atomic(
         index,
         _encode.page(
             title=meta["title"],
