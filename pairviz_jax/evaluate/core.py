@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pairviz_jax import explain
+from pairviz_jax._util import unit_np
 from pairviz_jax.evaluate import measures as ms
 from pairviz_jax.evaluate.kinds import FEATURE_KINDS, KINDS, check_kinds, kind_maps
 from pairviz_jax.evaluate.results import Faithfulness
@@ -146,7 +147,7 @@ def measure(
         patch = images.shape[1] // grid[0]
         base = ms.baseline_images(images[:c], baseline, patch)
         ends = (unit_x[:c], ms.embed_in_batches(embed, base, embed_batch_size))
-        unit_p = emb_p[:c, 0] / np.maximum(np.linalg.norm(emb_p[:c, 0], axis=-1)[:, None], 1e-12)
+        unit_p = unit_np(emb_p[:c, 0])
         for kind in kinds:
             t = time.perf_counter()
             for mode in ("deletion", "insertion"):
