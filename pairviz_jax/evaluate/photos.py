@@ -49,10 +49,8 @@ def normalise(images: np.ndarray, normalization) -> np.ndarray:
     """uint8 images [..., H, W, 3] as the model's input: ``(x/255 - mean)/std``, or ``x/255``."""
     from pairviz_jax.data import preprocess
 
-    if normalization is None:
-        return np.asarray(images, np.float32) / 255.0
-    mean, std = normalization
-    return np.asarray(preprocess.normalize(images, mean, std), np.float32)
+    mean, std = (None, None) if normalization is None else normalization
+    return np.asarray(preprocess.model_input(np.asarray(images), mean, std), np.float32)
 
 
 def photo_pairs(
