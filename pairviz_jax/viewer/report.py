@@ -200,6 +200,86 @@ def _prepare_dest(dest: str) -> None:
     os.makedirs(os.path.join(dest, "data"), exist_ok=True)
 
 
+def _page_maps(c, e: np.ndarray, maps_a, maps_b, n_tok: int) -> np.ndarray:
+    """The maps of the job's entries ``e``, float16 [len(e), 2, N], read shard by shard."""
+    maps = np.empty((len(e), 2, n_tok), np.float16)
+    shard, row = c["shard"][e], c["row"][e]
+    for k in np.unique(shard):
+        sel = np.flatnonzero(shard == k)
+        rows = row[sel]
+        order_rows = np.argsort(rows)  # memory maps read best in file order
+        got_a = np.asarray(maps_a[k][rows[order_rows]]).reshape(len(sel), n_tok)
+        got_b = np.asarray(maps_b[k][rows[order_rows]]).reshape(len(sel), n_tok)
+        maps[sel[order_rows], 0] = got_a
+        maps[sel[order_rows], 1] = got_b
+    return maps
+
+
+def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progress):
+    """Writes one ``data/pages/*.js`` per page; returns (the queries [[key, page]], the grid).
+
+    ``queries`` lists the page of each query's best pair (rank 1) when ``by_query``, else is
+    empty.
+    """
+    ends = np.append(starts[1:], len(entries))
+    pairs = c["pairs"][entries]
+    maps_a = [sh["maps_a"] for sh in shards]
+    maps_b = [sh["maps_b"] for sh in shards]
+    grid = list(maps_a[0].shape[1:])
+    n_tok = int(np.prod(grid))
+    bar = Progress(len(starts), stream=progress, every=1.0, unit="pages", label="report: ")
+    queries: list[list[Any]] = []
+    for p, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        e = entries[lo:hi]
+        maps = _page_maps(c, e, maps_a, maps_b, n_tok)
+        pp = pairs[lo:hi]
+        rows_out = [
+            [int(r), int(a), int(b), round(float(s), 5), int(k)]
+            for r, (a, b), s, k in zip(c["record"][e], pp, c["score"][e], rank[lo:hi], strict=True)
+        ]
+        if by_query:
+            queries += [[keys[r[1]], p] for r in rows_out if r[4] == 1]
+        body = {
+            "rows": rows_out,
+            "names": {int(i): keys[i] for i in np.unique(pp)},
+            "maps": {
+                "b64": base64.b64encode(maps.astype("<f2").tobytes()).decode("ascii"),
+                "shape": [len(e), 2, n_tok],
+            },
+        }
+        path = os.path.join(dest, page_path(p))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"PV_page({p},{_encode.script_json(body)});\n")
+        bar.update(1)
+    bar.close()
+    return queries, grid
+
+
+def _write_index(dest: str, meta: dict[str, Any], missing: list[str]) -> str:
+    """Writes the report's marker (``meta`` and the unreadable images) and ``index.html``."""
+    write_text_atomic(
+        os.path.join(dest, _MARKER),
+        json.dumps(
+            {**{k: v for k, v in meta.items() if k != "cmap"}, "missing": missing[:1000]}, indent=1
+        ),
+    )
+    meta = {k: v for k, v in meta.items() if k != "job"}  # the page shows the job's name only
+    index = os.path.join(dest, "index.html")
+    write_text_atomic(
+        index,
+        _encode.page(
+            title=meta["title"],
+            csp=CSP,
+            body="<noscript>This page draws with JavaScript; please enable it.</noscript>",
+            scripts=["common.js", "report.js"],
+            styles=["style.css"],
+            data=meta,
+        ),
+    )
+    return index
+
+
 def write_report(
     job: str,
     dest: str | None = None,
@@ -250,9 +330,7 @@ def write_report(
     starts = plan_pages(sizes, per_page) if order == "query" else None
     if starts is None:
         starts = np.arange(0, len(entries), per_page, dtype=np.int64)
-    ends = np.append(starts[1:], len(entries))
-    pairs = c["pairs"][entries]
-    used = np.unique(pairs)
+    used = np.unique(c["pairs"][entries])
     keys = res.images
 
     fp = res.fingerprint
@@ -263,48 +341,9 @@ def write_report(
     if missing and progress is not None:
         progress.write(f"report: {len(missing)} images could not be read, first: {missing[0]}\n")
 
-    maps_a = [sh["maps_a"] for sh in res.shards]
-    maps_b = [sh["maps_b"] for sh in res.shards]
-    grid = list(maps_a[0].shape[1:])
-    n_tok = int(np.prod(grid))
-    bar = Progress(len(starts), stream=progress, every=1.0, unit="pages", label="report: ")
-    queries: list[list[Any]] = []
-    for p, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-        e = entries[lo:hi]
-        maps = np.empty((len(e), 2, n_tok), np.float16)
-        shard, row = c["shard"][e], c["row"][e]
-        for k in np.unique(shard):
-            sel = np.flatnonzero(shard == k)
-            rows = row[sel]
-            order_rows = np.argsort(rows)  # memory maps read best in file order
-            got_a = np.asarray(maps_a[k][rows[order_rows]]).reshape(len(sel), n_tok)
-            got_b = np.asarray(maps_b[k][rows[order_rows]]).reshape(len(sel), n_tok)
-            maps[sel[order_rows], 0] = got_a
-            maps[sel[order_rows], 1] = got_b
-        pp = pairs[lo:hi]
-        rows_out = [
-            [int(r), int(a), int(b), round(float(s), 5), int(k)]
-            for r, (a, b), s, k in zip(c["record"][e], pp, c["score"][e], rank[lo:hi], strict=True)
-        ]
-        names = {int(i): keys[i] for i in np.unique(pp)}
-        if order == "query":
-            for r in rows_out:
-                if r[4] == 1:
-                    queries.append([keys[r[1]], p])
-        body = {
-            "rows": rows_out,
-            "names": names,
-            "maps": {
-                "b64": base64.b64encode(maps.astype("<f2").tobytes()).decode("ascii"),
-                "shape": [len(e), 2, n_tok],
-            },
-        }
-        path = os.path.join(dest, page_path(p))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(f"PV_page({p},{_encode.script_json(body)});\n")
-        bar.update(1)
-    bar.close()
+    queries, grid = _write_pages(
+        dest, c, entries, rank, starts, keys, res.shards, order == "query", progress
+    )
     write_text_atomic(
         os.path.join(dest, "data", "queries.js"),
         f"PV_queries({_encode.script_json(queries)});\n",
@@ -331,26 +370,7 @@ def write_report(
         "finished": not partial or os.path.exists(os.path.join(job, "manifest.json")),
         "cmap": _encode.colormap_lut(cmap),
     }
-    write_text_atomic(
-        os.path.join(dest, _MARKER),
-        json.dumps(
-            {**{k: v for k, v in meta.items() if k != "cmap"}, "missing": missing[:1000]}, indent=1
-        ),
-    )
-    del meta["job"]  # the page shows the job's name only, not where it lives
-    index = os.path.join(dest, "index.html")
-    write_text_atomic(
-        index,
-        _encode.page(
-            title=meta["title"],
-            csp=CSP,
-            body="<noscript>This page draws with JavaScript; please enable it.</noscript>",
-            scripts=["common.js", "report.js"],
-            styles=["style.css"],
-            data=meta,
-        ),
-    )
-    return index
+    return _write_index(dest, meta, missing)
 
 
 if __name__ == "__main__":  # python -m pairviz_jax.viewer.report JOB [DEST]
