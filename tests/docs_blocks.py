@@ -1,7 +1,8 @@
 """The code blocks of README.md and of the docs pages, in the order they are run.
 
-The order: ``README.md``, then the pages of ``docs/index.md``'s toctree in its order (a page
-may use what an earlier page's blocks made, e.g. ``photos/`` or the ``out/knn`` batch job).
+The order: ``README.md``, then the pages of ``docs/index.md``'s toctree in its order, then
+``docs/index.md`` (a page may use what an earlier page's blocks made, e.g. ``photos/`` or the
+``out/knn`` batch job).
 A page's ```` ```bash ```` blocks run in order in one fresh copy of the repository; its
 ```` ```python ```` blocks then run in one Python process, in order, sharing their names.
 A block preceded by ``<!-- not run by tests/test_docs_commands.py: REASON -->`` is not run.
@@ -41,8 +42,9 @@ def toctree(root: str = ROOT) -> list[str]:
 
 
 def pages(root: str = ROOT) -> list[str]:
-    """Every page whose blocks run, in the order they run."""
-    return ["README.md", *toctree(root)]
+    """Every page whose blocks run, in the order they run: the README, the toctree's pages,
+    then ``docs/index.md`` itself."""
+    return ["README.md", *toctree(root), "docs/index.md"]
 
 
 def blocks(page: str, root: str = ROOT) -> list[Block]:

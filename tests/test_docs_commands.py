@@ -34,6 +34,7 @@ def test_every_docs_page_is_in_the_toctree_so_its_blocks_run():
         f"docs/{n}" for n in os.listdir(os.path.join(ROOT, "docs")) if n.endswith(".md")
     )
     assert sorted([*listed, "docs/index.md"]) == on_disk
+    assert len(listed) >= 9 and listed[-1] == "docs/api.md"
 
 
 def test_every_block_runs_or_says_why_not():
@@ -81,16 +82,19 @@ def test_every_link_and_figure_of_the_pages_resolves():
 # ----------------------------------------------------------------------------- what they promise
 
 
-def test_command_one_is_the_embedded_demo_and_its_time_is_stated():
-    head = db.read("README.md").split("## Figures")[0]
-    assert "python visualize.py demo" in head
-    seconds = re.search(r"no training: (\d+) s on a fresh clone", head)
+def test_the_readme_is_short_and_starts_with_the_two_commands():
+    text = db.read("README.md")
+    assert len(text.splitlines()) <= 250
+    first = db.blocks("README.md")[0]
+    assert first.lang == "bash" and "python visualize.py demo" in first.text
+    assert "python -m pytest" in first.text
+    seconds = re.search(r"no training: (\d+) s on a fresh clone", first.text)
     assert seconds and int(seconds.group(1)) < 60
 
 
 def test_the_torch_extra_is_documented_with_the_cpu_only_install():
     """`pip install 'pairviz-jax[torch]'` alone pulls the CUDA build onto a CPU machine."""
-    text = " ".join(db.read("README.md").split())
+    text = " ".join(db.read("docs/models.md").split())
     i = text.index("optional `torch` extra")
     note = text[i : i + 600]
     assert "CPU-only build first" in note and '".[torch]"' in note
@@ -101,7 +105,7 @@ def test_the_batch_commands_use_the_default_shard_size():
     page (which pass none) reach them."""
     from pairviz_jax.batch import DEFAULT_SHARD_SIZE
 
-    section = db.read("README.md").split("## Explaining many pairs")[1].split("\n## ")[0]
+    section = db.read("docs/scale.md").split("## Explaining many pairs")[1].split("\n## ")[0]
     commands = section.split("```bash")[1].split("```")[0]
     assert "visualize.py batch" in commands and "--shard-size" not in commands
     assert f"shard size {DEFAULT_SHARD_SIZE:,}" in section
