@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pairviz_jax import explain
+from pairviz_jax.argcheck import DEFAULT_METHOD
 from pairviz_jax.batch.claims import DEFAULT_LEASE
 from pairviz_jax.batch.store import FORMAT, params_fingerprint, sha256_file
 from pairviz_jax.explain import methods as explain_methods
@@ -61,7 +62,7 @@ class BatchOptions:
     all_pairs: bool = False
     convention: str = "authors"
     start_layer: int = 0
-    method: str = "paper"
+    method: str = DEFAULT_METHOD
     shard_size: int = DEFAULT_SHARD_SIZE
     embed_chunk: int = 4096
     chunk_size: int | None = None
