@@ -80,7 +80,7 @@ def add_render_arguments(p: argparse.ArgumentParser, name: str) -> None:
         "--method",
         choices=_method_names(),
         default="paper",
-        help="explanation method: the paper's (eq. 1-6) or one of explain.methods (README, "
+        help="explanation method: the paper's (eq. 1-6) or one of explain.methods (docs/trust.md, "
         "'Which method answers the paired question?')",
     )
     g.add_argument("--data-dir", help="TFDS data directory of prepared datasets")
