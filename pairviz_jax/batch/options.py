@@ -16,7 +16,7 @@ from pairviz_jax.explain import methods as explain_methods
 
 __all__ = ["DEFAULT_DEVICE_BUDGET", "DEFAULT_SHARD_SIZE", "BatchOptions", "fingerprint"]
 
-# Records per shard file. 65,536: the README's measured figures (10^6 pairs among 1,000
+# Records per shard file. 65,536: docs/scale.md's measured figures (10^6 pairs among 1,000
 # images) come from this size; a shard must hold enough pairs per block of A images for
 # the "tile" kernel to pay (see kernels.Compute), 16,384 took the same job 1.8x longer.
 DEFAULT_SHARD_SIZE = 65536

@@ -87,9 +87,10 @@ def add_render_arguments(p: argparse.ArgumentParser, name: str) -> None:
     g.add_argument(
         "--method",
         choices=_method_names(),
-        help=f"explanation method: the paper's (eq. 1-6) or one of explain.methods (README, "
-        f"'Which method answers the paired question?'); default {DEFAULT_METHOD} (the swap "
-        f"test's winner), paper with --style paper or --convention transpose",
+        help=f"explanation method: the paper's (eq. 1-6) or one of explain.methods (docs/trust.md, "
+        f"'Which method answers the paired question?'); default {DEFAULT_METHOD} (no method beat "
+        f"it on the held-out swap test by 2 standard errors), paper with --style paper or "
+        f"--convention transpose",
     )
     g.add_argument("--data-dir", help="TFDS data directory of prepared datasets")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
