@@ -89,7 +89,7 @@ def add_render_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 # explain.methods.METHODS, written out so that building the parser (``--help``) imports no
 # JAX; a test checks that the two agree.
-METHOD_NAMES = ("paper", "chefer", "conservative", "gradxinput", "ig")
+METHOD_NAMES = ("paper", "chefer", "conservative", "gradxinput", "ig", "bilrp")
 
 
 def _method_names() -> tuple[str, ...]:
