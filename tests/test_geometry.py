@@ -110,3 +110,22 @@ def test_bad_requests_say_what_was_expected(loaded):
     with pytest.raises(ValueError, match="split='c'"):
         geometry.evaluate_geometry(loaded, 1, split="c")
     assert geometry.parse_kind("bilrp_l6_k64") == ("bilrp", {"layer": 6, "rank": 64})
+
+
+def test_evaluate_geometry_subcommand_prints_the_table(loaded, tmp_path, monkeypatch, capsys):
+    import visualize
+    from pairviz_jax import runs
+
+    monkeypatch.setattr(runs, "model_from_args", lambda args, prefix="": loaded)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.npz").write_bytes(b"")  # --weights must name a file; the loader is replaced
+    argv = ["evaluate", "--weights", "w.npz", "--geometry", "--pairs", "1", "--method", "bilrp_k4"]
+    assert visualize.main([*argv, "--out", str(tmp_path / "g.png")]) == 0
+    captured = capsys.readouterr()
+    assert "correspondence against geometry, photo half a" in captured.out
+    assert "[rank 4] |" in captured.out and "| cosine of final patch tokens" in captured.out
+    assert "geometry half a: 1/1 triples" in captured.err
+    bad = ["evaluate", "--weights", "w.npz", "--geometry", "--method", "lrp"]
+    assert visualize.main(bad) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--method lrp: unknown correspondence kind 'lrp'" in err[0], err

@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 KINDS = ("rollout", "token", "bilrp", "patch_cosine")
+# ``visualize.py evaluate --geometry``'s default: the rank-64 second order (64 backward passes
+# per image, not E; ``benchmarks/second_order.py`` measures its error against the exact C).
+DEFAULT_KINDS = ("rollout", "token", "bilrp_k64", "patch_cosine")
 DECOMPOSING = ("rollout", "token", "bilrp")
 LABELS = {
     "rollout": "rollout C (Black et al. 2022, eq. 4-6, transpose)",
@@ -406,9 +409,9 @@ def _check(kinds, split, num_triples, model) -> tuple[str, ...]:
 def _basis(loaded, kinds, data_fn, num_triples, batch_size) -> np.ndarray | None:
     """U [E, r_max] from every image of the run (the 'gallery'), or None without ranks."""
     ranks = [parse_kind(k)[1].get("rank") for k in kinds]
-    r = max([x for x in ranks if x] or [0])
+    r = min(max([x for x in ranks if x] or [0]), int(loaded.model.embedding_dim))
     if not r:
-        return None
+        return None  # (a rank >= E is the exact fold in a rotated basis)
     d = data_fn(range(num_triples))
     images = np.concatenate([d["a"], d["b"].reshape(-1, *d["a"].shape[1:])])
     emb = _batched(
