@@ -71,14 +71,15 @@ def _mean_sem(v) -> list[float]:
     return [float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))]
 
 
-def cost(model, variables, size, ranks, repeats) -> dict:
+def cost(model, variables, size, ranks, repeats, exact=True) -> dict:
     """(a) and (b): medians of interleaved timings and their ratios to the forward."""
     x = jax.random.normal(jax.random.PRNGKey(0), (2, *size, 3))
     e = model.embedding_dim
     rng = np.random.default_rng(0)
     bases = {k: np.linalg.qr(rng.normal(size=(e, k)))[0].astype(np.float32) for k in ranks}
     variants = {"forward": lambda: explain.embed(model, variables, x)}
-    variants["exact"] = lambda: _pair_c(model, variables, x, None)
+    if exact:
+        variants["exact"] = lambda: _pair_c(model, variables, x, None)
     for k, u in bases.items():
         variants[f"rank {k}"] = lambda u=u: _pair_c(model, variables, x, u)
     for fn in variants.values():  # compile
@@ -96,7 +97,7 @@ def cost(model, variables, size, ranks, repeats) -> dict:
     out = {"E": e, "tokens": n, "median_s": med}
     out["pair_ratio"] = {k: med[k] / med["forward"] for k in variants if k != "forward"}
     gallery = {}
-    for name in ["exact", *(f"rank {k}" for k in ranks)]:
+    for name in [*(["exact"] if exact else []), *(f"rank {k}" for k in ranks)]:
         k = e if name == "exact" else int(name.split()[1])
         w = jnp.asarray(rng.normal(size=(10, n, k)), jnp.float32)
         jax.block_until_ready(_block(w, w))
@@ -109,26 +110,28 @@ def cost(model, variables, size, ranks, repeats) -> dict:
     return out
 
 
-def low_rank_error(model, variables, size, norm, triples, ranks) -> dict:
+def low_rank_error(model, variables, size, norm, triples, ranks, count=None) -> dict:
     """(c): the rank-k C against the exact C over every pair of the triples' images."""
     from pairviz_jax.evaluate import geometry
 
     d = geometry.geometry_pairs(
         range(triples), split="a", image_size=size[0], patch=model.patch_size, normalization=norm
     )
-    images = np.concatenate([d["a"], d["b"].reshape(-1, *d["a"].shape[1:])])
+    images = np.concatenate([d["a"], d["b"].reshape(-1, *d["a"].shape[1:])])[:count]
     t = time.perf_counter()
-    ws = [
-        bilrp.fold(explain.Inputs(model, variables, images[i : i + 1])) for i in range(len(images))
+    parts = [
+        bilrp.fold_parts(explain.Inputs(model, variables, images[i : i + 1]))
+        for i in range(len(images))
     ]
     print(
         f"  exact folds of {len(images)} images: {time.perf_counter() - t:.0f} s", file=sys.stderr
     )
-    w = np.concatenate([np.asarray(f.w) for f in ws])  # [G, N, E]
+    w = np.concatenate([np.asarray(f["w"]) for f in parts])  # [G, N, E]
+    whole = {k: np.concatenate([np.asarray(f[k]) for f in parts]) for k in ("unit", "total")}
     emb = np.asarray(explain.embed(model, variables, images))
     exact = np.einsum("aie,bje->abij", w, w)
     best = exact.argmax(-1)
-    out = {"images": len(images)}
+    out = {"images": len(images), "split": _split(w, whole["unit"], whole["total"])}
     for k in ranks:
         u = bilrp.top_directions(emb, k)
         wu = np.einsum("gne,ek->gnk", w, u)
@@ -140,12 +143,35 @@ def low_rank_error(model, variables, size, norm, triples, ranks) -> dict:
     return out
 
 
+def _split(w, unit, total) -> dict:
+    """The cosine of every pair of different images split by what its terms hold (exact):
+    patches x patches (sum C), terms with a prefix token (no bias), terms with a bias."""
+    p = w.sum(1)  # [G, E] the patches' relevance
+    q = total - p  # prefix tokens'
+    c = unit - total  # the biases' share
+    off = ~np.eye(len(w), dtype=bool)
+    dot = lambda x, y: np.einsum("ae,be->ab", x, y)[off]  # noqa: E731
+    cos = dot(unit, unit)
+    terms = {
+        "sum_C": dot(p, p),
+        "prefix": dot(p, q) + dot(q, p) + dot(q, q),
+        "bias": dot(c, unit) + dot(unit, c) - dot(c, c),
+    }
+    out = {"cosine": _mean_sem(cos)}
+    out.update({k: _mean_sem(v) for k, v in terms.items()})
+    out["sum_C_over_cosine"] = _mean_sem(terms["sum_C"] / cos)
+    out["max_abs_split_error"] = float(np.abs(sum(terms.values()) - cos).max())
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="vit-s14", help="vit-s14 | demo | weights file or folder")
     p.add_argument("--ranks", default="8,16,32,64,128", help="low ranks k, comma-separated")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--triples", type=int, default=2, help="(c): triples of photo half a")
+    p.add_argument("--images", type=int, help="(c): only the first N images (A's, then B's)")
+    p.add_argument("--skip-exact", action="store_true", help="(a), (b): the ranks only")
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-error", action="store_true")
     args = p.parse_args(argv)
@@ -158,9 +184,11 @@ def main(argv=None) -> int:
     print(f"{label}; E = {model.embedding_dim}; {jax.device_count()} device(s)", file=sys.stderr)
     result = {"model": label}
     if not args.skip_cost:
-        result["cost"] = cost(model, variables, size, ranks, args.repeats)
+        result["cost"] = cost(model, variables, size, ranks, args.repeats, not args.skip_exact)
     if not args.skip_error:
-        result["low_rank"] = low_rank_error(model, variables, size, norm, args.triples, ranks)
+        result["low_rank"] = low_rank_error(
+            model, variables, size, norm, args.triples, ranks, args.images
+        )
     print(json.dumps(result, indent=1))
     return 0
 
