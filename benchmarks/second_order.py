@@ -123,6 +123,7 @@ def low_rank_error(model, variables, size, norm, triples, ranks, count=None) -> 
         bilrp.fold_parts(explain.Inputs(model, variables, images[i : i + 1]))
         for i in range(len(images))
     ]
+    jax.block_until_ready(parts)
     print(
         f"  exact folds of {len(images)} images: {time.perf_counter() - t:.0f} s", file=sys.stderr
     )
