@@ -7,11 +7,12 @@
 (b) A Q x G = 100 x 100 gallery: 200 folds plus 10^4 products C = W_q W_g^T, against the 200
     forwards. Extrapolated (said so): the fold per image from (a), the products from one
     10 x 10 block times 100.
-(c) The low-rank error: exact W of the images of ``--triples`` geometry triples (A, B1, B2;
-    ``evaluate.geometry``), U = the top-k directions of their unit embeddings
-    (``bilrp.top_directions``), C_k = (W_a U)(W_b U)^T (exactly the rank-k fold, which is W U),
-    against C over every pair of those images: relative Frobenius error, and how often a row's
-    best match moves.
+(c) The low-rank error: exact W of the first ``--images`` images of ``--triples`` geometry
+    triples (A's, then B1, B2; ``evaluate.geometry``), U = the top-k directions of the unit
+    embeddings of all the triples' images (the gallery; ``bilrp.top_directions``), C_k =
+    (W_a U)(W_b U)^T (exactly the rank-k fold, which is W U), against C over every pair of
+    those images: relative Frobenius error, and how often a row's best match moves. Also the
+    cosine split exactly into sum C, the prefix tokens' terms and the biases' terms.
 
 Costs do not depend on the weights: ``--model vit-s14`` is a randomly initialised DINOv2-S/14
 (224 px); (c) needs trained weights and the photos.
@@ -117,7 +118,8 @@ def low_rank_error(model, variables, size, norm, triples, ranks, count=None) -> 
     d = geometry.geometry_pairs(
         range(triples), split="a", image_size=size[0], patch=model.patch_size, normalization=norm
     )
-    images = np.concatenate([d["a"], d["b"].reshape(-1, *d["a"].shape[1:])])[:count]
+    gallery = np.concatenate([d["a"], d["b"].reshape(-1, *d["a"].shape[1:])])
+    images = gallery[:count]  # exact folds of these; U from every image's embedding
     t = time.perf_counter()
     parts = [
         bilrp.fold_parts(explain.Inputs(model, variables, images[i : i + 1]))
@@ -129,10 +131,19 @@ def low_rank_error(model, variables, size, norm, triples, ranks, count=None) -> 
     )
     w = np.concatenate([np.asarray(f["w"]) for f in parts])  # [G, N, E]
     whole = {k: np.concatenate([np.asarray(f[k]) for f in parts]) for k in ("unit", "total")}
-    emb = np.asarray(explain.embed(model, variables, images))
+    emb = np.concatenate(
+        [
+            np.asarray(explain.embed(model, variables, gallery[i : i + 4]))
+            for i in range(0, len(gallery), 4)
+        ]
+    )
     exact = np.einsum("aie,bje->abij", w, w)
     best = exact.argmax(-1)
-    out = {"images": len(images), "split": _split(w, whole["unit"], whole["total"])}
+    out = {
+        "images": len(images),
+        "gallery": len(gallery),
+        "split": _split(w, whole["unit"], whole["total"]),
+    }
     for k in ranks:
         u = bilrp.top_directions(emb, k)
         wu = np.einsum("gne,ek->gnk", w, u)
