@@ -8,8 +8,8 @@
     forwards. Extrapolated (said so): the fold per image from (a), the products from one
     10 x 10 block times 100.
 (c) The low-rank error: exact W of the first ``--images`` images of ``--triples`` geometry
-    triples (A's, then B1, B2; ``evaluate.geometry``), U = the top-k directions of the unit
-    embeddings of all the triples' images (the gallery; ``bilrp.top_directions``), C_k =
+    triples (triple 0's A, B1, B2 first; ``evaluate.geometry``), U = the top-k directions of
+    the unit embeddings of all the triples' images (the gallery; ``top_directions``), C_k =
     (W_a U)(W_b U)^T (exactly the rank-k fold, which is W U), against C over every pair of
     those images: relative Frobenius error, and how often a row's best match moves. Also the
     cosine split exactly into sum C, the prefix tokens' terms and the biases' terms.
@@ -119,7 +119,9 @@ def low_rank_error(model, variables, size, norm, triples, ranks, count=None) -> 
         range(triples), split="a", image_size=size[0], patch=model.patch_size, normalization=norm
     )
     gallery = np.concatenate([d["a"], d["b"].reshape(-1, *d["a"].shape[1:])])
-    images = gallery[:count]  # exact folds of these; U from every image's embedding
+    first = [0, triples, triples + 1]  # triple 0's A, B1, B2, then the others
+    order = first + [i for i in range(len(gallery)) if i not in first]
+    images = gallery[order][:count]  # exact folds of these; U from every image's embedding
     t = time.perf_counter()
     parts = [
         bilrp.fold_parts(explain.Inputs(model, variables, images[i : i + 1]))
