@@ -117,6 +117,27 @@ def test_explore_data_is_the_correspondence(loaded, pair_data):
     assert tuple(lut[0]) == (0, 0, 4) and tuple(lut[-1]) == (252, 255, 164)  # inferno
 
 
+def test_explore_bilrp_shows_the_second_order_c_first(loaded):
+    a, b = demo_example(0), demo_example(3)
+    data = explore.explore_data(loaded, a, b, display=64, method="bilrp")
+    assert list(data["levels"]) == ["bilrp", "patch", "token"] and data["default_level"] == "bilrp"
+    assert "BiLRP" in data["method"] and "BiLRP" in data["about_html"]
+    x = loaded.prepare(np.stack([a.image, b.image]))
+    ia, ib = (explain.Inputs(loaded.model, loaded.variables, x[i : i + 1]) for i in (0, 1))
+    want = explain.correspondence(ia, ib, aligned=True, method="bilrp")
+    got = data["levels"]["bilrp"]
+    top = np.abs(want["corr"][0]).max()
+    np.testing.assert_allclose(decode(got["corr"]), want["corr"][0], atol=1e-3 * top)
+    # its row sums plus the rest: the conservative map of A against B
+    cons = explain.paired_maps(
+        loaded.model, loaded.variables, x[:1], x[1:], method="conservative", upsampled=False
+    )
+    rows = decode(got["corr"]).sum(-1) + decode(got["rest_a"])
+    np.testing.assert_allclose(rows, np.ravel(cons["map_a"][0]), atol=1e-3 * top * 64)
+    with pytest.raises(ValueError, match="method='lrp'"):
+        explore.explore_data(loaded, a, b, display=64, method="lrp")
+
+
 def test_explore_page_is_self_contained(pair_data, tmp_path):
     path = explore.write_explore(str(tmp_path / "sub" / "pair.html"), pair_data[2])
     html = open(path, encoding="utf-8").read()

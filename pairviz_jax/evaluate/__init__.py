@@ -12,11 +12,15 @@ random) are measured the same way on data whose answer is known:
 * ``kinds`` — the maps, by name; ``core.measure`` runs any kinds on any such data;
 * ``results`` — per-pair results, mean ± standard error, paired differences, tables, curves;
 * ``swap`` — the swap test (A holds X and Y, B1 holds X, B2 holds Y: does A's map follow its
-  partner?), against ``occlusion``, the model's own cosine with patches deleted.
+  partner?), against ``occlusion``, the model's own cosine with patches deleted;
+* ``geometry`` — correspondence C against the true matches of copy-paste pairs (does
+  ``argmax_j C[i, j]`` find where A's patch i went in B?), for rollout C, token-level P, the
+  second-order C and the patch-token cosine.
 """
 
 from pairviz_jax.evaluate.core import faithfulness, measure
 from pairviz_jax.evaluate.demo import demo_pairs, evaluate_demo
+from pairviz_jax.evaluate.geometry import GeometryResult, evaluate_geometry
 from pairviz_jax.evaluate.kinds import FEATURE_KINDS, KINDS, METHOD_KINDS, kind_maps
 from pairviz_jax.evaluate.measures import (
     auc,
@@ -58,6 +62,7 @@ __all__ = [
     "PHOTO_KINDS",
     "SWAP_KINDS",
     "Faithfulness",
+    "GeometryResult",
     "SwapResult",
     "auc",
     "baseline_images",
@@ -65,6 +70,7 @@ __all__ = [
     "demo_pairs",
     "energy_in_mask",
     "evaluate_demo",
+    "evaluate_geometry",
     "evaluate_photos",
     "evaluate_swap",
     "faithfulness",

@@ -50,6 +50,22 @@ def swap_kinds(methods: Sequence[str] | None) -> tuple[str, ...]:
     return ("occlusion", *(k for k in parse_methods(methods, ()) if k != "rollout_mean"))
 
 
+def geometry_kinds(methods: Sequence[str] | None) -> tuple[str, ...]:
+    """``--method`` values with ``--geometry`` -> correspondence kinds (``evaluate.geometry``:
+    rollout, token, bilrp[_l<block>][_k<rank>], patch_cosine); the baseline always added."""
+    from pairviz_jax.evaluate import geometry
+
+    if not methods:
+        return geometry.DEFAULT_KINDS
+    kinds = tuple(dict.fromkeys(s.strip() for v in methods for s in v.split(",") if s.strip()))
+    for k in kinds:
+        try:
+            geometry.parse_kind(k)
+        except ValueError as e:
+            raise ValueError(f"--method {k}: {e}") from None
+    return kinds + (() if "patch_cosine" in kinds else ("patch_cosine",))
+
+
 def parse_options(values: Sequence[str]) -> dict[str, dict]:
     """``--option METHOD.KEY=VALUE`` values -> ``{method: {key: value}}`` (values as Python
     literals, e.g. ``gradxinput.layer=6``, ``ig.steps=32``)."""
@@ -94,6 +110,7 @@ def run(
     cache: str | None = None,
     figure: str | None = None,
     swap: str | None = None,
+    geometry: str | None = None,
 ) -> tuple[str, list[str]]:
     """Runs one benchmark; returns (the report text, the PNGs written). ``figure``: also
     draw every method on one photo pair and one distractor pair (``figures``)."""
@@ -104,6 +121,20 @@ def run(
     ):
         if value is not None and value < low:
             raise ValueError(f"{name} {value}: expected a number >= {low}")
+    if geometry:  # correspondence against geometry on photo half "a" or "b", ``pairs`` triples
+        from pairviz_jax.evaluate.geometry import evaluate_geometry
+
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        r = evaluate_geometry(
+            loaded,
+            12 if pairs is None else pairs,
+            split=geometry,
+            kinds=geometry_kinds(methods),
+            cache_dir=cache or os.path.splitext(out)[0] + "_geometry",
+            log=_progress,
+        )
+        title = f"## {loaded.label}: correspondence against geometry, photo half {geometry}"
+        return f"{title}\n\n{r.table()}", []
     kinds = parse_methods(methods, PHOTO_KINDS if photos else KINDS)
     method_options = parse_options(options)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

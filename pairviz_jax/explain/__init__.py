@@ -5,6 +5,9 @@ One door for every method (``method=``, ``"paper"`` by default; ``explain.method
 * ``paired_maps`` — the maps of B pairs, one compiled function.
 * ``cross_maps`` — every query x gallery pair (the paper's method folds: no extra
   forward pass); ``against`` — images against K partner embeddings each.
+* ``correspondence`` — the cosine split over patch pairs: C through the rollout (the
+  paper's pieces below) or, ``method="bilrp"``, second order through the whole network
+  (``explain.methods.bilrp``: C = W_a W_b^T, one fold per image).
 
 The paper's pieces (Black et al., WACV 2022):
 

@@ -39,6 +39,11 @@ and the marginals are the paired maps of the same convention:
   the patches, as other poolings will have) lands in r and so in the rest
   terms; nothing here depends on how W was built, only on ``W_a u_b`` being
   the map and ``u_a . u_b`` the score.
+
+**Second order** (``method="bilrp"``, ``explain.methods.bilrp``): W comes from the
+conservative relevance of every embedding coordinate through the whole network instead of
+the rollout (BiLRP); the same algebra holds, its marginals are the ``conservative`` maps
+and r holds the biases' and the prefix tokens' share.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ import jax
 import jax.numpy as jnp
 
 from pairviz_jax.explain.cross import Folded, fold
-from pairviz_jax.explain.maps import Features
+from pairviz_jax.explain.maps import Features, Inputs
+from pairviz_jax.explain.methods.base import METHODS, check_options, get
 
 Array = jax.Array
 _HI = jax.lax.Precision.HIGHEST
@@ -123,15 +129,39 @@ def _folded(f: Features | Folded, name: str, level: str, kw: dict) -> Folded:
     return fold(f, **kw)
 
 
+def _method_fold(x, name: str, method: str, level: str, options: dict) -> Folded:
+    """A non-paper method's ``Folded`` (``Method.fold``) of ``Inputs`` or its own object."""
+    m = get(method)
+    if m.fold is None:
+        folding = ", ".join(k for k, v in METHODS.items() if v.fold is not None)
+        raise ValueError(
+            f"method {method!r} does not fold per image; correspondence takes {folding}"
+        )
+    if level != "patch":
+        raise ValueError(f"level={level!r} is the paper's; method {method!r} gives level='patch'")
+    if not isinstance(x, (Inputs, *m.per_image)):
+        raise ValueError(
+            f"{name}: method {method!r} takes explain.Inputs(model, variables, images) or its "
+            f"Folded, got {type(x).__name__}"
+        )
+    opts = check_options(m, options)
+    opts.pop("target")
+    if m.check is not None:
+        m.check(x.model if isinstance(x, Inputs) else None, opts)
+    return m.fold(x, **opts)
+
+
 def correspondence(
-    features_a: Features | Folded,
-    features_b: Features | Folded,
+    features_a: Features | Folded | Inputs,
+    features_b: Features | Folded | Inputs,
     *,
     aligned: bool = False,
     level: str = "patch",
     convention: str = "transpose",
     start_layer: int = 0,
     head_fusion: str = "mean",
+    method: str = "paper",
+    **options,
 ) -> dict[str, Array]:
     """Patch-to-patch correspondence C (or token-level P) for batches of pairs.
 
@@ -151,6 +181,10 @@ def correspondence(
         Ignored for ``Folded`` input, which was folded with its own.
       start_layer: first block of the rollout.
       head_fusion: fusion for attention kept with all heads.
+      method: ``"paper"`` (C through the rollout; the options above) or a method that
+        folds per image, ``"bilrp"`` (second order through the whole network; its
+        inputs ``explain.Inputs`` or its ``Folded``, its options ``layer``, ``chunk``).
+      **options: the method's options (not the paper's).
 
     Returns:
       dict of float32 arrays, with leading axes L = [A, B] (or [A] aligned):
@@ -168,9 +202,15 @@ def correspondence(
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-    kw = dict(convention=convention, start_layer=start_layer, head_fusion=head_fusion)
-    a = _folded(features_a, "features_a", level, kw)
-    b = _folded(features_b, "features_b", level, kw)
+    if method != "paper":
+        a = _method_fold(features_a, "features_a", method, level, options)
+        b = _method_fold(features_b, "features_b", method, level, options)
+    elif options:
+        raise ValueError(f"method 'paper' takes no option {', '.join(sorted(options))} here")
+    else:
+        kw = dict(convention=convention, start_layer=start_layer, head_fusion=head_fusion)
+        a = _folded(features_a, "features_a", level, kw)
+        b = _folded(features_b, "features_b", level, kw)
     if a.unit.shape[-1] != b.unit.shape[-1]:
         raise ValueError(
             f"features_a and features_b embed to different sizes: {a.unit.shape[-1]} vs "

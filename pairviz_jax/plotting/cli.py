@@ -98,7 +98,7 @@ def add_render_arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 # explain.methods.METHODS, written out so that building the parser (``--help``) imports no
 # JAX; a test checks that the two agree.
-METHOD_NAMES = ("paper", "chefer", "conservative", "gradxinput", "ig")
+METHOD_NAMES = ("paper", "chefer", "conservative", "gradxinput", "ig", "bilrp")
 
 
 def _method_names() -> tuple[str, ...]:
@@ -301,6 +301,13 @@ def evaluate_arguments(p):
         choices=("a", "b"),
         help="the swap test on real-photo triples of half a (development) or b (held out)",
     )
+    p.add_argument(
+        "--geometry",
+        nargs="?",
+        const="a",
+        choices=("a", "b"),
+        help="correspondence C against the true matches of copy-paste triples of half a or b",
+    )
     p.add_argument("--pairs", type=int, help="pairs (demo: 128; photos: per half, 100)")
     p.add_argument("--steps", type=int, help="points of the curves, minus one (demo 16, photos 8)")
     p.add_argument("--baseline", choices=("mean", "blur"), default="mean", help="deleted patches")
@@ -335,7 +342,10 @@ def evaluate(args) -> list[str]:
     from pairviz_jax.evaluate import commands
 
     try:  # the method names and options, before the model is loaded
-        commands.parse_methods(args.method, ())
+        if args.geometry:
+            commands.geometry_kinds(args.method)
+        else:
+            commands.parse_methods(args.method, ())
         commands.parse_options(args.option)
     except ValueError as e:
         raise InputError(str(e)) from None
@@ -357,6 +367,7 @@ def evaluate(args) -> list[str]:
             cache=args.cache,
             figure=args.figure,
             swap=args.swap,
+            geometry=args.geometry,
         )
     except (ValueError, ImportError) as e:
         raise InputError(str(e)) from None

@@ -49,6 +49,13 @@ def explore_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--head-fusion", choices=("mean", "max", "min"), default="mean", help="attention heads"
     )
+    p.add_argument(
+        "--method",
+        choices=("paper", "bilrp"),
+        default="paper",
+        help="bilrp: also the second-order C through the whole network, shown first (E "
+        "backward passes per image)",
+    )
     p.add_argument("--display", type=int, default=448, help="image size on the page (px)")
     p.add_argument("--cmap", default="inferno", help="matplotlib colormap of the heatmaps")
     p.add_argument("--data-dir", help="TFDS data directory of prepared datasets")
@@ -90,6 +97,7 @@ def explore(args, _plotting=None) -> list[str]:
         head_fusion=args.head_fusion,
         display=args.display,
         cmap=args.cmap,
+        method=args.method,
     )
     return [page.write_explore(args.out, data)]
 

@@ -33,7 +33,18 @@ _LEVEL_LABELS = {
     "patch": "patches (through rollout: C)",
     "token": "output tokens (P, no rollout)",
     "cnn": "feature-map cells (C = P)",
+    "bilrp": "patches, second order (BiLRP: C = W_A W_B^T)",
 }
+METHODS = ("paper", "bilrp")
+
+_ABOUT_BILRP = """
+<p>Second order (<code>--method bilrp</code>): C = W<sub>A</sub> W<sub>B</sub><sup>T</sup>
+with W[i, m] the conservative relevance (Ali et al., ICML 2022: attention, LayerNorm scale
+and activation gates detached, then gradient &times; input) of patch i for coordinate m of
+the unit embedding, through the whole network (BiLRP, Eberle et al., TPAMI 2020; Vasileiou
+&amp; Eberle, NAACL 2024). Its row sums plus the remainder are the conservative maps; the
+remainder holds the biases' and the class/register tokens' share.</p>
+"""
 
 _ABOUT = """
 <p>The cosine similarity of the two embeddings splits exactly over pairs of output tokens
@@ -101,6 +112,7 @@ def explore_data(
     head_fusion: str = "mean",
     display: int = 448,
     cmap: str = "inferno",
+    method: str = "paper",
 ) -> dict[str, Any]:
     """Everything the explore page shows, for one pair.
 
@@ -116,6 +128,9 @@ def explore_data(
       head_fusion: ``mean``, ``max`` or ``min``.
       display: longest side of the images on the page, in CSS pixels.
       cmap: a matplotlib colormap name.
+      method: ``"paper"`` (C through the rollout, and P) or ``"bilrp"`` (also the
+        second-order C through the whole network, shown first; E backward passes per image,
+        ``explain.methods.bilrp``).
 
     Returns:
       A JSON-able dict (``write_explore`` embeds it).
@@ -124,6 +139,10 @@ def explore_data(
 
     from pairviz_jax import explain
 
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: the explore page shows {' or '.join(METHODS)}")
+    if method == "bilrp" and not getattr(loaded.model, "has_attention", False):
+        raise ValueError("method 'bilrp' needs a ViT; this model has no attention")
     if example_a.image.shape != example_b.image.shape:
         raise ValueError(
             f"A and B must both be at the model's input size, got {example_a.image.shape} and "
@@ -142,6 +161,10 @@ def explore_data(
         levels["token"] = _level(token, _LEVEL_LABELS["token"])
     else:
         levels["patch"] = _level(patch, _LEVEL_LABELS["cnn"])
+    if method == "bilrp":
+        a, b = (explain.Inputs(loaded.model, loaded.variables, x[i : i + 1]) for i in (0, 1))
+        second = jax.device_get(explain.correspondence(a, b, aligned=True, method="bilrp"))
+        levels = {"bilrp": _level(second, _LEVEL_LABELS["bilrp"]), **levels}
     grid_a = tuple(int(g) for g in patch["map_a"].shape[-2:])
     grid_b = tuple(int(g) for g in patch["map_b"].shape[-2:])
     score = float(np.asarray(patch["score"][0]))
@@ -161,12 +184,15 @@ def explore_data(
         "model": str(getattr(loaded, "label", "model")),
         "score": score,
         "convention": convention,
-        "method": _method(convention, start_layer, head_fusion, has_attention),
+        "method": _method(convention, start_layer, head_fusion, has_attention)
+        + (
+            "; second order: C = W_A W_B^T (BiLRP, conservative rules)" if method == "bilrp" else ""
+        ),
         "images": shown,
         "levels": levels,
-        "default_level": "patch",
+        "default_level": next(iter(levels)),
         "cmap": _encode.colormap_lut(cmap),
-        "about_html": _ABOUT,
+        "about_html": _ABOUT + (_ABOUT_BILRP if method == "bilrp" else ""),
     }
 
 

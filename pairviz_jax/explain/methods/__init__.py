@@ -11,6 +11,9 @@ name               what it is                                       what its map
 ``conservative``   gradient x input with attention, LayerNorm       the score minus the
                    scale and gates detached (Ali et al. 2022)       bias terms (exact)
 ``ig``             integrated gradients over pixels, per patch      score - f(baseline)
+``bilrp``          second order: C = W_a W_b^T from conservative    C + rest terms: the
+                   relevance per embedding coordinate (BiLRP,       score (exact); maps:
+                   Eberle et al. 2020; Vasileiou & Eberle 2024)     ``conservative``'s
 =================  ===============================================  =======================
 
 Every method explains the same quantity, the cosine with the image's own norm held
@@ -19,7 +22,7 @@ forward serves a whole gallery. This package is the registry; the maps come from
 door, ``explain.paired_maps`` / ``cross_maps`` / ``against`` (``method=``).
 """
 
-from pairviz_jax.explain.methods import chefer, gradients, paper  # noqa: F401  (registers)
+from pairviz_jax.explain.methods import bilrp, chefer, gradients, paper  # noqa: F401  (registers)
 from pairviz_jax.explain.methods.base import METHODS, Method, Prepared, get, register
 
 __all__ = ["METHODS", "Method", "Prepared", "get", "register"]
