@@ -1,6 +1,20 @@
 """Test setup: 8 fake CPU devices (for sharding tests), float32 matmuls, no network."""
 
+import atexit
 import os
+import shutil
+import tempfile
+
+# One XLA compilation cache for the session: the test process and every process it starts (the
+# command-line runs, the multi-process training and batch workers) compile each program once
+# instead of once per process. PAIRVIZ_TEST_XLA_CACHE=0 turns it off; a cache directory set by
+# the caller is kept.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get("PAIRVIZ_TEST_XLA_CACHE") != "0":
+    _CACHE = tempfile.mkdtemp(prefix="pairviz-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
