@@ -102,12 +102,12 @@ def forwards_alone(args) -> float:
     """Seconds for the 1,000 compiled forwards of preloaded images (median of 3)."""
     import jax
 
-    from pairviz_jax.train.step import embedding_forward
+    from pairviz_jax import explain
 
     model, variables, size, norm, _ = _load_model(args)
     loader = _loader(size, args.images, norm)
     x = np.stack([loader(str(i)) for i in range(args.images)])
-    fwd = jax.jit(lambda v, b: embedding_forward(model, v, b))
+    fwd = jax.jit(lambda v, b: explain.embed(model, v, b))
     b = args.batch
     pad = -len(x) % b
     x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])

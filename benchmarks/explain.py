@@ -14,7 +14,7 @@
 (c) The embedding-only forward three ways on the same images (12 by default),
     interleaved: the plain jitted ``model.apply(v, x)[0]``, ``explain.features`` (which
     also collects the head-fused attention), and the project's embedding path
-    (``pairviz_jax.train.step.embedding_forward``). With jax 0.10 on CPU, XLA:CPU's
+    (``explain.embed``). With jax 0.10 on CPU, XLA:CPU's
     YNNPACK fusion (``__ynn_fusion``) put each block's ``q k^T -> softmax -> @ v`` into one
     kernel when the softmax had no other consumer, 1.3-1.7x slower than the two products
     with the softmax written out between them (printed below as the attention core alone),
@@ -85,13 +85,11 @@ def _fused_attention_kernels(fn, *args) -> int:
 
 
 def bench_forward(model, variables, images, repeats: int) -> dict[str, Any]:
-    """(c): plain ``model.apply`` vs ``features`` vs ``embedding_forward``, interleaved."""
-    from pairviz_jax.train.step import embedding_forward
-
+    """(c): plain ``model.apply`` vs ``features`` vs ``embed``, interleaved."""
     plain = jax.jit(lambda v, x: model.apply(v, x)[0])
-    ours = jax.jit(lambda v, x: embedding_forward(model, v, x))
+    ours = jax.jit(lambda v, x: ex.embed(model, v, x))
     feats = lambda v, x: ex.features(model, v, x, head_fusion="mean")  # noqa: E731
-    fns = {"apply": plain, "features": feats, "embedding_forward": ours}
+    fns = {"apply": plain, "features": feats, "embed": ours}
     for fn in fns.values():
         _time(fn, variables, images)  # compile
     np.testing.assert_allclose(
@@ -102,13 +100,13 @@ def bench_forward(model, variables, images, repeats: int) -> dict[str, Any]:
         for k, fn in fns.items():
             times[k].append(_time(fn, variables, images))
     out: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
-    for k in ("features", "embedding_forward"):
+    for k in ("features", "embed"):
         out[f"apply/{k}"] = statistics.median(
             a / b for a, b in zip(times["apply"], times[k], strict=True)
         )
     out["fused_kernels"] = {
         "apply": _fused_attention_kernels(plain, variables, images),
-        "embedding_forward": _fused_attention_kernels(ours, variables, images),
+        "embed": _fused_attention_kernels(ours, variables, images),
     }
     return out
 
@@ -257,17 +255,17 @@ def main(argv=None) -> None:
     f = bench_forward(model, variables, x, args.repeats)
     print(
         f"(c) {n} images, embedding only: model.apply {f['apply'] * 1e3:.0f} ms, "
-        f"features {f['features'] * 1e3:.0f} ms, embedding_forward "
-        f"{f['embedding_forward'] * 1e3:.0f} ms (medians of {args.repeats}, interleaved)"
+        f"features {f['features'] * 1e3:.0f} ms, embed "
+        f"{f['embed'] * 1e3:.0f} ms (medians of {args.repeats}, interleaved)"
     )
     print(
         f"    model.apply / features {f['apply/features']:.3f}x, model.apply / "
-        f"embedding_forward {f['apply/embedding_forward']:.3f}x (median of per-round ratios)"
+        f"embed {f['apply/embed']:.3f}x (median of per-round ratios)"
     )
     print(
         "    attention blocks computed as one fused q k^T -> softmax -> @ v kernel: "
-        f"model.apply {f['fused_kernels']['apply']}, embedding_forward "
-        f"{f['fused_kernels']['embedding_forward']}"
+        f"model.apply {f['fused_kernels']['apply']}, embed "
+        f"{f['fused_kernels']['embed']}"
     )
     core = bench_attention_core(
         n,

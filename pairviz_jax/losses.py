@@ -16,12 +16,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pairviz_jax._util import NORM_EPS
+
 Array = jax.Array
 
-_NORM_EPS = 1e-12
 
-
-def l2_normalize(x: Array, axis: int = -1, eps: float = _NORM_EPS) -> Array:
+def l2_normalize(x: Array, axis: int = -1, eps: float = NORM_EPS) -> Array:
     """``x / max(||x||, eps)`` along ``axis``, with finite gradients at ``x = 0``."""
     x = x.astype(jnp.float32)
     sq = jnp.sum(x * x, axis=axis, keepdims=True)

@@ -72,7 +72,7 @@ Modules, one job each: ``pairs`` (which pairs: a pairs file, all pairs, key list
 ``method_kernels`` (gradient methods), ``embed`` (images folded a chunk at a time, read
 back per chunk of pairs), ``claims`` (workers, heartbeats, claims), ``store`` (the output
 directory, commits, ``BatchResults``), ``shards`` (one shard computed and committed),
-``progress``, ``job`` (the phases, ``run_batch``, ``run_loaded``) and ``cli``
+``job`` (the phases, ``run_batch``, ``run_loaded``) and ``cli``
 (``visualize.py batch``).
 """
 
@@ -96,7 +96,7 @@ _WHERE = {
     "image_keys": "pairviz_jax.batch.pairs",
     "read_keys": "pairviz_jax.batch.pairs",
     "read_pairs_file": "pairviz_jax.batch.pairs",
-    "Progress": "pairviz_jax.batch.progress",
+    "Progress": "pairviz_jax._util",
     "BatchResults": "pairviz_jax.batch.store",
     "clean_stale": "pairviz_jax.batch.store",
     "params_fingerprint": "pairviz_jax.batch.store",

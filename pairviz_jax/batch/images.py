@@ -159,6 +159,4 @@ class ImageLoader:
     def __call__(self, key: str) -> np.ndarray:
         """The normalised model input, float32 [H, W, 3]."""
         x = self.uint8(key)
-        if self.mean is None:
-            return x.astype(np.float32) / np.float32(255.0)
-        return preprocess.normalize(x, self.mean, self.std)
+        return preprocess.model_input(x, self.mean, self.std)

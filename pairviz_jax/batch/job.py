@@ -36,6 +36,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from pairviz_jax._util import Progress
 from pairviz_jax.batch import shards as shard_io
 from pairviz_jax.batch.claims import Worker, run_tasks
 from pairviz_jax.batch.embed import Embedder, EmbedStore
@@ -49,7 +50,6 @@ from pairviz_jax.batch.options import (
     fingerprint,
 )
 from pairviz_jax.batch.pairs import AllPairs, ArrayPairs, image_keys, read_keys, read_pairs_file
-from pairviz_jax.batch.progress import Progress
 from pairviz_jax.batch.store import (
     FORMAT,
     Layout,

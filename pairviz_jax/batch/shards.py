@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from pairviz_jax._util import atomic_path
 from pairviz_jax.batch.store import commit_dir, read_json
 from pairviz_jax.data.images import CorruptImageError
 
@@ -127,5 +128,5 @@ def _pngs(job, plan, lo: int, pairs, buf, keep) -> None:
         over_b = paper_overlay(img_b, np.asarray(buf["maps_b"][j], np.float32))
         row = np.concatenate([img_a, over_a, over_b, img_b], axis=1)
         path = os.path.join(job.layout.png, f"{record:09d}.png")
-        Image.fromarray(row).save(f"{path}.{os.getpid()}.png")
-        os.replace(f"{path}.{os.getpid()}.png", path)
+        with atomic_path(path, ".png") as tmp:
+            Image.fromarray(row).save(tmp)

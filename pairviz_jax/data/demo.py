@@ -36,6 +36,8 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pairviz_jax.data.preprocess import to_unit_range
+
 __all__ = [
     "DEFAULT_EXAMPLES_PER_CLASS",
     "DemoSource",
@@ -126,7 +128,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         else:
             width = max(1, int(rng.uniform(0.01, 0.05) * size))
             draw.line((x0, y0, x0 + w * rng.choice([-1, 1]), y0 + h), fill=colour, width=width)
-    out = np.asarray(canvas, np.float32) / 255.0
+    out = to_unit_range(np.asarray(canvas))
     out += rng.normal(0.0, 0.03, out.shape).astype(np.float32)
     return np.clip(out, 0.0, 1.0)
 
@@ -142,7 +144,7 @@ def _glyph_alpha(glyph: str, font_path: str, font_size: int, angle: float) -> np
     box = layer.getbbox()
     if box is None:
         raise ValueError(f"glyph {glyph!r} renders empty in {font_path} at {font_size}px")
-    return np.asarray(layer.crop(box), np.float32) / 255.0
+    return to_unit_range(np.asarray(layer.crop(box)))
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:

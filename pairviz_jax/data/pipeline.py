@@ -291,6 +291,33 @@ def _shard_args(shard_index: int | None, shard_count: int | None) -> tuple[int, 
     return int(shard_index), int(shard_count)
 
 
+def _train_elements(
+    source, augment, batch_size, shard_index, shard_count, seed, num_epochs, start_batch
+) -> grain.MapDataset:
+    """Training: this shard's examples of the global shuffled order, augmented, from global
+    batch ``start_batch`` on (forever, or ``num_epochs`` passes)."""
+    local = 1 if batch_size is None else int(batch_size)
+    order = GlobalOrder(len(source), local * shard_count, int(seed))
+    stop = None if num_epochs is None else num_epochs * order.batches_per_epoch * local
+    elements = _TrainElements(source, order, augment, shard_index, shard_count)
+    return grain.MapDataset.range(int(start_batch) * local, stop or 2**62).map(elements)
+
+
+def _eval_elements(
+    source, common, batch_size, shard_index, shard_count, num_epochs
+) -> grain.MapDataset:
+    """Evaluation: this shard's examples in file order, resized; with a ``batch_size``, padded
+    to whole batches (``valid=False``)."""
+    padded_eval = batch_size is not None
+    length = math.ceil(len(source) / shard_count)
+    if padded_eval:
+        length = math.ceil(length / batch_size) * batch_size
+    ds = grain.MapDataset.source(_Shard(source, shard_index, shard_count, length))
+    if num_epochs not in (None, 1):
+        ds = ds.repeat(num_epochs)
+    return ds.map(EvalPreprocess(**common, keep_invalid=padded_eval))
+
+
 def make_dataset(
     name: str,
     split: str,
@@ -377,24 +404,20 @@ def make_dataset(
         name=name, split=split, image_size=size, has_mask=spec.has_mask, normalize=normalize
     )
     if train:
-        local = 1 if batch_size is None else int(batch_size)
-        order = GlobalOrder(n, local * shard_count, int(seed))
-        stop = None if num_epochs is None else num_epochs * order.batches_per_epoch * local
         augment = TrainPreprocess(
             **common, scale=tuple(crop_scale), ratio=tuple(crop_ratio), flip=flip
         )
-        elements = _TrainElements(source, order, augment, shard_index, shard_count)
-        ds = grain.MapDataset.range(int(start_batch) * local, stop or 2**62).map(elements)
+        ds = _train_elements(
+            source, augment, batch_size, shard_index, shard_count, seed, num_epochs, start_batch
+        )
     else:
-        padded_eval = batch_size is not None
-        length = math.ceil(n / shard_count)
-        if padded_eval:
-            length = math.ceil(length / batch_size) * batch_size
-        ds = grain.MapDataset.source(_Shard(source, shard_index, shard_count, length))
-        if num_epochs not in (None, 1):
-            ds = ds.repeat(num_epochs)
-        ds = ds.map(EvalPreprocess(**common, keep_invalid=padded_eval))
-    ds = ds.filter(_not_none)
+        ds = _eval_elements(source, common, batch_size, shard_index, shard_count, num_epochs)
+    return _read(ds.filter(_not_none), num_threads, prefetch, batch_size, train)
+
+
+def _read(ds, num_threads, prefetch, batch_size, train: bool) -> grain.IterDataset:
+    """``ds`` read by ``num_threads`` threads (default the CPUs, at most 16), batched if asked
+    (training drops the last partial batch)."""
     threads = min(16, os.cpu_count() or 1) if num_threads is None else int(num_threads)
     it_ds = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=max(threads, 1), prefetch_buffer_size=max(prefetch, 1))

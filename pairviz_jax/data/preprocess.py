@@ -12,7 +12,9 @@ Both return uint8 images [H, W, 3]; an object ``mask`` [H, W] (the demo dataset'
 transformed with the same geometry. :func:`normalize` maps uint8 images to the model's
 float input, ``(x / 255 - mean) / std`` per channel, with the per-dataset values of
 :data:`NORMALIZATION`. It accepts numpy or jax arrays, so it can run inside a jitted
-step on device (transferring uint8 is 4x cheaper than float32).
+step on device (transferring uint8 is 4x cheaper than float32). :func:`model_input` is
+:func:`normalize` or, for a model without mean/std, :func:`to_unit_range` (``x / 255``):
+the one place of the package where images are scaled.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ __all__ = [
     "IMAGENET_STD",
     "NORMALIZATION",
     "eval_resize",
+    "model_input",
     "normalize",
     "random_resized_crop_box",
+    "to_unit_range",
     "train_augment",
 ]
 
@@ -232,4 +236,24 @@ def normalize(images, mean: Sequence[float] | str, std: Sequence[float] | None =
     std = np.asarray(std, np.float32)
     if images.shape[-1] != mean.shape[-1]:
         raise ValueError(f"images must be [..., H, W, {mean.shape[-1]}], got {images.shape}")
-    return (images.astype(np.float32) / np.float32(255.0) - mean) / std
+    return (to_unit_range(images) - mean) / std
+
+
+def to_unit_range(images):
+    """uint8 (or float in [0, 255]) numpy or jax array -> float32 in [0, 1]: ``images / 255``."""
+    return images.astype(np.float32) / np.float32(255.0)
+
+
+def model_input(images, mean: Sequence[float] | str | None, std: Sequence[float] | None = None):
+    """uint8 images [..., H, W, 3] as a model's input (numpy or jax, same array type).
+
+    Args:
+      images: uint8 [..., H, W, 3].
+      mean, std: as :func:`normalize`; ``mean=None``: the model takes ``x / 255`` only.
+
+    Returns:
+      float32 [..., H, W, 3]: ``(x / 255 - mean) / std``, or ``x / 255``.
+    """
+    if mean is None:
+        return to_unit_range(images)
+    return normalize(images, mean, std)

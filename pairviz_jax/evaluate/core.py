@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pairviz_jax import explain
+from pairviz_jax._util import unit_np
 from pairviz_jax.evaluate import measures as ms
 from pairviz_jax.evaluate.kinds import FEATURE_KINDS, KINDS, check_kinds, kind_maps
 from pairviz_jax.evaluate.results import Faithfulness
@@ -31,6 +32,134 @@ def _padded(x: np.ndarray, size: int) -> np.ndarray:
     """``x`` with its last item repeated up to ``size`` items (one compiled shape)."""
     pad = size - len(x)
     return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad > 0 else x
+
+
+def _checked(images, partners, masks, steps: int):
+    """``measure``'s inputs as float32 / bool arrays; ValueError on a shape that does not fit."""
+    images = np.asarray(images, np.float32)
+    partners = np.asarray(partners, np.float32)
+    b = len(images)
+    if partners.ndim != 5 or partners.shape[0] != b or partners.shape[2:] != images.shape[1:]:
+        raise ValueError(
+            f"partners must be [B, K, H, W, C] = [{b}, K, {', '.join(map(str, images.shape[1:]))}]"
+            f", got {partners.shape}"
+        )
+    if masks is not None:
+        masks = np.asarray(masks, bool)
+        if masks.ndim != 4 or masks.shape[0] != b or masks.shape[2:] != images.shape[1:3]:
+            raise ValueError(
+                f"masks must be [B, K, H, W] with [B, H, W] = {images.shape[:3]}, got {masks.shape}"
+            )
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a positive integer")
+    return images, partners, masks
+
+
+def _all_maps(
+    model,
+    variables,
+    images,
+    emb_p,
+    kinds,
+    *,
+    method_options,
+    batch_size,
+    index_offset,
+    seed,
+    seconds,
+    say,
+) -> dict[str, np.ndarray]:
+    """Maps of every kind, {kind: [B, K, gh, gw]}, ``batch_size`` pairs at a time (timed)."""
+    b = len(images)
+    maps: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
+    size = min(batch_size, b)
+    # The paper's maps and the rollout/gamma baselines share one forward; each method runs
+    # on its own (and is timed on its own).
+    groups = [tuple(k for k in kinds if k in FEATURE_KINDS)]
+    groups += [(k,) for k in kinds if k not in FEATURE_KINDS]
+    for s, e in _chunks(b, size):
+        x = jnp.asarray(_padded(images[s:e], size))
+        p = jnp.asarray(_padded(emb_p[s:e], size))
+        for group in filter(None, groups):
+            t = time.perf_counter()
+            got = kind_maps(
+                model,
+                variables,
+                x,
+                p,
+                group,
+                method_options=method_options,
+                index=range(index_offset + s, index_offset + s + size),
+                seed=seed,
+            )
+            for kind in group:
+                maps[kind].append(got[kind][: e - s])
+            name = "features" if group[0] in FEATURE_KINDS else group[0]
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t
+            say(f"maps of pairs {s}-{e - 1}: {', '.join(group)} ({time.perf_counter() - t:.1f} s)")
+    return {kind: np.concatenate(v) for kind, v in maps.items()}
+
+
+def _curves(
+    embed, grid, images, unit_x, emb_p0, maps0, *, steps, baseline, batch_size, seconds, say
+):
+    """Deletion/insertion curves and their AUCs of the maps against partner 0 of C pairs.
+
+    Args:
+      images: [C, H, W, C'] explained images; unit_x: their unit embeddings [C, E].
+      emb_p0: partner 0's embeddings [C, E]; maps0: {kind: [C, gh, gw]}.
+
+    Returns:
+      ``(curves {kind: {mode: [C, steps + 1]}}, metrics {kind: {mode_auc: [C]}})``.
+    """
+    c = len(images)
+    empty = {"deletion": np.zeros((0, steps + 1)), "insertion": np.zeros((0, steps + 1))}
+    curves: dict[str, dict[str, np.ndarray]] = {kind: dict(empty) for kind in maps0}
+    metrics: dict[str, dict[str, np.ndarray]] = {
+        kind: {"deletion_auc": np.zeros(0), "insertion_auc": np.zeros(0)} for kind in maps0
+    }
+    if not c:
+        return curves, metrics
+    patch = images.shape[1] // grid[0]
+    base = ms.baseline_images(images, baseline, patch)
+    ends = (unit_x, ms.embed_in_batches(embed, base, batch_size))
+    unit_p = unit_np(emb_p0)
+    for kind, m in maps0.items():
+        t = time.perf_counter()
+        for mode in ("deletion", "insertion"):
+            curves[kind][mode] = ms.score_curves(
+                embed,
+                images,
+                unit_p,
+                m,
+                grid,
+                mode=mode,
+                steps=steps,
+                baseline=base,
+                batch_size=batch_size,
+                ends=ends,
+            )
+            metrics[kind][f"{mode}_auc"] = ms.auc(curves[kind][mode])
+        seconds[f"curves/{kind}"] = time.perf_counter() - t
+        spent = seconds[f"curves/{kind}"]
+        say(f"deletion/insertion curves of {c} pairs: {kind} ({spent:.1f} s)")
+    return curves, metrics
+
+
+def _mask_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+    """The mask measures of one kind's maps [B, K, gh, gw] with masks bool [B, K', H, W]."""
+    up = ms.normalised_pixels(maps[:, 0], masks.shape[2:])  # once for every mask measure
+    out = {
+        "energy_in_mask": ms.energy_on(up, masks[:, 0]),
+        "pointing_game": ms.points_on(up, masks[:, 0]).astype(np.float64),
+    }
+    if masks.shape[1] > 1:
+        out["shared_share"] = ms.share_on(up, masks[:, 0], masks[:, 1])
+        if maps.shape[1] > 1:
+            m0, m1 = maps[:, 0], maps[:, 1]
+            out["share_swing"] = ms.share_swing(m0, m1, masks[:, 0], masks[:, 1])
+            out["map_correlation"] = ms.map_correlation(m0, m1)
+    return out
 
 
 def measure(
@@ -76,24 +205,10 @@ def measure(
       ``Faithfulness``; ``info["seconds"]`` holds the time spent per kind.
     """
     kinds = check_kinds(kinds)
-    images = np.asarray(images, np.float32)
-    partners = np.asarray(partners, np.float32)
-    b = len(images)
-    if partners.ndim != 5 or partners.shape[0] != b or partners.shape[2:] != images.shape[1:]:
-        raise ValueError(
-            f"partners must be [B, K, H, W, C] = [{b}, K, {', '.join(map(str, images.shape[1:]))}]"
-            f", got {partners.shape}"
-        )
-    k = partners.shape[1]
-    if masks is not None:
-        masks = np.asarray(masks, bool)
-        if masks.ndim != 4 or masks.shape[0] != b or masks.shape[2:] != images.shape[1:3]:
-            raise ValueError(
-                f"masks must be [B, K, H, W] with [B, H, W] = {images.shape[:3]}, got {masks.shape}"
-            )
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive integer")
+    images, partners, masks = _checked(images, partners, masks, steps)
+    b, k = partners.shape[:2]
     seconds: dict[str, float] = {}
+    say = log or (lambda message: None)
 
     def embed(x):
         return np.asarray(explain.embed(model, variables, jnp.asarray(x)))
@@ -104,80 +219,38 @@ def measure(
     unit_x = ms.embed_in_batches(embed, images, embed_batch_size)
     scores = (unit_x * emb_p[:, 0]).sum(-1)
     seconds["embeddings"] = time.perf_counter() - t0
-    say = log or (lambda message: None)
     say(f"embedded {b} pairs ({seconds['embeddings']:.1f} s)")
 
-    grid = model.grid(images.shape)
-    maps: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
-    size = min(batch_size, b)
-    # The paper's maps and the rollout/gamma baselines share one forward; each method runs
-    # on its own (and is timed on its own).
-    groups = [tuple(k for k in kinds if k in FEATURE_KINDS)]
-    groups += [(k,) for k in kinds if k not in FEATURE_KINDS]
-    for s, e in _chunks(b, size):
-        x = jnp.asarray(_padded(images[s:e], size))
-        p = jnp.asarray(_padded(emb_p[s:e], size))
-        for group in filter(None, groups):
-            t = time.perf_counter()
-            got = kind_maps(
-                model,
-                variables,
-                x,
-                p,
-                group,
-                method_options=method_options,
-                index=range(index_offset + s, index_offset + s + size),
-                seed=seed,
-            )
-            for kind in group:
-                maps[kind].append(got[kind][: e - s])
-            name = "features" if group[0] in FEATURE_KINDS else group[0]
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t
-            say(f"maps of pairs {s}-{e - 1}: {', '.join(group)} ({time.perf_counter() - t:.1f} s)")
-    maps = {kind: np.concatenate(v) for kind, v in maps.items()}  # [B, K, gh, gw]
-
+    maps = _all_maps(
+        model,
+        variables,
+        images,
+        emb_p,
+        kinds,
+        method_options=method_options,
+        batch_size=batch_size,
+        index_offset=index_offset,
+        seed=seed,
+        seconds=seconds,
+        say=say,
+    )
     c = b if curve_pairs is None else max(0, min(curve_pairs, b))
-    empty = {"deletion": np.zeros((0, steps + 1)), "insertion": np.zeros((0, steps + 1))}
-    curves: dict[str, dict[str, np.ndarray]] = {kind: dict(empty) for kind in kinds}
-    metrics: dict[str, dict[str, np.ndarray]] = {
-        kind: {"deletion_auc": np.zeros(0), "insertion_auc": np.zeros(0)} for kind in kinds
-    }
-    if c:
-        patch = images.shape[1] // grid[0]
-        base = ms.baseline_images(images[:c], baseline, patch)
-        ends = (unit_x[:c], ms.embed_in_batches(embed, base, embed_batch_size))
-        unit_p = emb_p[:c, 0] / np.maximum(np.linalg.norm(emb_p[:c, 0], axis=-1)[:, None], 1e-12)
-        for kind in kinds:
-            t = time.perf_counter()
-            for mode in ("deletion", "insertion"):
-                curves[kind][mode] = ms.score_curves(
-                    embed,
-                    images[:c],
-                    unit_p,
-                    maps[kind][:c, 0],
-                    grid,
-                    mode=mode,
-                    steps=steps,
-                    baseline=base,
-                    batch_size=embed_batch_size,
-                    ends=ends,
-                )
-                metrics[kind][f"{mode}_auc"] = ms.auc(curves[kind][mode])
-            seconds[f"curves/{kind}"] = time.perf_counter() - t
-            spent = seconds[f"curves/{kind}"]
-            say(f"deletion/insertion curves of {c} pairs: {kind} ({spent:.1f} s)")
+    curves, metrics = _curves(
+        embed,
+        model.grid(images.shape),
+        images[:c],
+        unit_x[:c],
+        emb_p[:c, 0],
+        {kind: m[:c, 0] for kind, m in maps.items()},
+        steps=steps,
+        baseline=baseline,
+        batch_size=embed_batch_size,
+        seconds=seconds,
+        say=say,
+    )
     if masks is not None:
-        size_hw = masks.shape[2:]
         for kind in kinds:
-            up = ms.normalised_pixels(maps[kind][:, 0], size_hw)  # once for every mask measure
-            metrics[kind]["energy_in_mask"] = ms.energy_on(up, masks[:, 0])
-            metrics[kind]["pointing_game"] = ms.points_on(up, masks[:, 0]).astype(np.float64)
-            if masks.shape[1] > 1:
-                metrics[kind]["shared_share"] = ms.share_on(up, masks[:, 0], masks[:, 1])
-                if k > 1:
-                    m0, m1 = maps[kind][:, 0], maps[kind][:, 1]
-                    metrics[kind]["share_swing"] = ms.share_swing(m0, m1, masks[:, 0], masks[:, 1])
-                    metrics[kind]["map_correlation"] = ms.map_correlation(m0, m1)
+            metrics[kind].update(_mask_metrics(maps[kind], masks))
     info = {"seconds": seconds, "pairs": b, "curve_pairs": c, "steps": steps, "kinds": kinds}
     return Faithfulness(curves=curves, metrics=metrics, scores=scores, info=info, maps=maps)
 

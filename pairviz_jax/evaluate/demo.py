@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from pairviz_jax.data import preprocess
 from pairviz_jax.evaluate.core import faithfulness
 from pairviz_jax.evaluate.kinds import KINDS
 from pairviz_jax.evaluate.results import Faithfulness
@@ -129,7 +130,7 @@ def evaluate_demo(
         for key in ("a", "b", "second_b"):
             if f"uint8_{key}" in data:
                 name = "second_b" if key == "second_b" else f"images_{key}"
-                data[name] = data[f"uint8_{key}"].astype(np.float32) / 255.0
+                data[name] = preprocess.to_unit_range(data[f"uint8_{key}"])
     return faithfulness(
         loaded.model,
         loaded.variables,

@@ -35,7 +35,6 @@ def _rows(loaded, data, kinds, method_options):
     maps = kind_maps(
         loaded.model, loaded.variables, x, emb_p[None], kinds, method_options=method_options
     )
-    unit = lambda e: e / jnp.linalg.norm(e, axis=-1, keepdims=True)  # noqa: E731
     emb_x = explain.embed(loaded.model, loaded.variables, x)[0]
     size = data["images"].shape[1:3]
     rows = []
@@ -44,7 +43,7 @@ def _rows(loaded, data, kinds, method_options):
             kind: np.asarray(explain.upsample(jnp.asarray(m[0, j]), size))
             for kind, m in maps.items()
         }
-        score = float(unit(emb_x) @ unit(emb_p[j]))
+        score = float(explain.cosine(emb_x, emb_p[j]))
         rows.append(
             (data["uint8_partners"][0, j], data["uint8_images"][0], data["masks"][0], up, score, j)
         )

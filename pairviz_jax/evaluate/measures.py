@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pairviz_jax import explain
+from pairviz_jax._util import unit_np
 
 # --------------------------------------------------------------------------- ranking, masks
 
@@ -217,7 +218,7 @@ def embed_in_batches(
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
         out.append(np.asarray(embed(chunk))[: batch_size - pad])
     emb = np.concatenate(out)
-    return emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+    return unit_np(emb)
 
 
 def score_curves(

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pairviz_jax.explain.similarity import safe_norm
+from pairviz_jax.explain.similarity import unit
 
 Array = jax.Array
 _HI = jax.lax.Precision.HIGHEST
@@ -67,11 +67,6 @@ def window_masks(
     return pix, tok
 
 
-def _unit(x: Array) -> Array:
-    x = x.astype(jnp.float32)
-    return x / safe_norm(x)[..., None]
-
-
 def _body(model, chunk, variables, images, base, masks, units):
     """images, base [B, H, W, C]; masks bool [B, M, H, W] (M a multiple of chunk); units
     [B, K, E] -> cosines [B, M, K]."""
@@ -84,12 +79,12 @@ def _body(model, chunk, variables, images, base, masks, units):
         def one_chunk(mc):  # [chunk, H, W] -> [chunk, K]
             xs = jax.vmap(lambda k: jnp.where(k[..., None], back, image))(mc)
             emb = model.apply(variables, xs)[0]
-            return jnp.einsum("ce,ke->ck", _unit(emb), u, precision=_HI)
+            return jnp.einsum("ce,ke->ck", unit(emb), u, precision=_HI)
 
         out = jax.lax.map(one_chunk, ms.reshape(m // chunk, chunk, h, w))
         return out.reshape(m, -1)
 
-    return jax.lax.map(one_image, (images, base, masks, _unit(units)))
+    return jax.lax.map(one_image, (images, base, masks, unit(units)))
 
 
 @functools.lru_cache(maxsize=16)

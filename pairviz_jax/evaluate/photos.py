@@ -16,6 +16,7 @@ every finished chunk on disk, so the same call again resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from pairviz_jax._util import atomic_path
 from pairviz_jax.evaluate.core import measure
 from pairviz_jax.evaluate.results import Faithfulness, concatenate
 
@@ -48,10 +50,8 @@ def normalise(images: np.ndarray, normalization) -> np.ndarray:
     """uint8 images [..., H, W, 3] as the model's input: ``(x/255 - mean)/std``, or ``x/255``."""
     from pairviz_jax.data import preprocess
 
-    if normalization is None:
-        return np.asarray(images, np.float32) / 255.0
-    mean, std = normalization
-    return np.asarray(preprocess.normalize(images, mean, std), np.float32)
+    mean, std = (None, None) if normalization is None else normalization
+    return np.asarray(preprocess.model_input(np.asarray(images), mean, std), np.float32)
 
 
 def photo_pairs(
@@ -105,9 +105,8 @@ def _save(path: str, r: Faithfulness) -> None:
         arrays.update({f"m|{k}|{n}": v for n, v in ms.items()})
     for k, cs in r.curves.items():
         arrays.update({f"c|{k}|{mode}": v for mode, v in cs.items()})
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, info=json.dumps(r.info, default=str), **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, info=json.dumps(r.info, default=str), **arrays)
 
 
 def _load(path: str) -> Faithfulness:
@@ -126,6 +125,50 @@ def _load(path: str) -> Faithfulness:
 def log_stderr(msg: str) -> None:
     """Progress lines of the evaluations, on stderr (stdout holds the tables)."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def _chunk(
+    loaded, split, s, e, curve_pairs, *, num_pairs, config, cache_dir, draw, measure_kw, log
+) -> Faithfulness:
+    """Pairs ``s .. e-1`` of one half: read from ``cache_dir`` if kept there, else measured
+    (and kept). ``draw(range, split=...)`` draws them; the maps are dropped."""
+    key = hashlib.sha1(
+        json.dumps({**config, "split": split, "pairs": [s, e]}, sort_keys=True).encode()
+    ).hexdigest()[:12]
+    path = os.path.join(cache_dir, f"photos_{split}_{s:05d}_{key}.npz") if cache_dir else None
+    if path and os.path.exists(path):
+        if log:
+            log(f"photos half {split}: pairs {s}-{e - 1} from {path}")
+        return _load(path)
+    if log:
+        log(f"photos half {split}: pairs {s}-{e - 1} of {num_pairs} (first: compiles)")
+    data = draw(range(s, e), split=split)
+    r = measure(
+        loaded.model,
+        loaded.variables,
+        data["images"],
+        data["partners"],
+        data["masks"],
+        curve_pairs=curve_pairs,
+        index_offset=s,
+        log=log and (lambda m: log(f"  half {split}: {m}")),
+        **measure_kw,
+    )
+    r.maps = None
+    if path:
+        _save(path, r)
+    return r
+
+
+def _merged(parts, config, split: str, num_pairs: int) -> Faithfulness:
+    """One half's chunks as one result; ``info`` holds the config and the summed seconds."""
+    result = concatenate(parts)
+    seconds: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.info.get("seconds", {}).items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    result.info.update(config, split=split, pairs=num_pairs, seconds=seconds)
+    return result
 
 
 def evaluate_photos(
@@ -191,6 +234,17 @@ def evaluate_photos(
     )
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
+    draw = functools.partial(
+        make_pairs or photo_pairs,
+        image_size=h,
+        seed=seed,
+        distractor=distractor,
+        normalization=norm,
+    )
+    measure_kw = dict(kinds=kinds, method_options=method_options, steps=steps, baseline=baseline)
+    measure_kw.update(seed=seed, batch_size=batch_size, embed_batch_size=embed_batch_size)
+    chunk_kw = dict(num_pairs=num_pairs, config=config, cache_dir=cache_dir, draw=draw)
+    chunk_kw.update(measure_kw=measure_kw, log=log)
     out = {}
     t_start = time.perf_counter()
     total = num_pairs * len(splits)
@@ -199,49 +253,8 @@ def evaluate_photos(
         parts = []
         for s in range(0, num_pairs, chunk):
             e = min(s + chunk, num_pairs)
-            key = hashlib.sha1(
-                json.dumps({**config, "split": split, "pairs": [s, e]}, sort_keys=True).encode()
-            ).hexdigest()[:12]
-            path = (
-                os.path.join(cache_dir, f"photos_{split}_{s:05d}_{key}.npz") if cache_dir else None
-            )
-            if path and os.path.exists(path):
-                parts.append(_load(path))
-                if log:
-                    log(f"photos half {split}: pairs {s}-{e - 1} from {path}")
-            else:
-                if log:
-                    log(f"photos half {split}: pairs {s}-{e - 1} of {num_pairs} (first: compiles)")
-                data = (make_pairs or photo_pairs)(
-                    range(s, e),
-                    split=split,
-                    image_size=h,
-                    seed=seed,
-                    distractor=distractor,
-                    normalization=norm,
-                )
-                c = None if curve_pairs is None else max(0, min(curve_pairs - s, e - s))
-                r = measure(
-                    loaded.model,
-                    loaded.variables,
-                    data["images"],
-                    data["partners"],
-                    data["masks"],
-                    kinds=kinds,
-                    method_options=method_options,
-                    steps=steps,
-                    baseline=baseline,
-                    seed=seed,
-                    batch_size=batch_size,
-                    embed_batch_size=embed_batch_size,
-                    curve_pairs=c,
-                    index_offset=s,
-                    log=log and (lambda m, split=split: log(f"  half {split}: {m}")),
-                )
-                r.maps = None
-                if path:
-                    _save(path, r)
-                parts.append(r)
+            c = None if curve_pairs is None else max(0, min(curve_pairs - s, e - s))
+            parts.append(_chunk(loaded, split, s, e, c, **chunk_kw))
             done += e - s
             if log:
                 spent = time.perf_counter() - t_start
@@ -250,11 +263,5 @@ def evaluate_photos(
                     f"({done}/{total} in all, {spent:.0f} s, "
                     f"about {spent / done * (total - done):.0f} s left)"
                 )
-        result = concatenate(parts)
-        seconds: dict[str, float] = {}
-        for p in parts:
-            for k, v in p.info.get("seconds", {}).items():
-                seconds[k] = seconds.get(k, 0.0) + v
-        result.info.update(config, split=split, pairs=num_pairs, seconds=seconds)
-        out[split] = result
+        out[split] = _merged(parts, config, split, num_pairs)
     return out

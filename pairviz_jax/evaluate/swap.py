@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from pairviz_jax import explain
+from pairviz_jax._util import atomic_path
 from pairviz_jax.evaluate.kinds import KINDS, kind_maps
 from pairviz_jax.evaluate.measures import energy_on, map_correlation, normalised_pixels, points_on
 from pairviz_jax.evaluate.occlusion import occluded_cosines, occlusion_maps
@@ -302,17 +303,16 @@ def _concatenate(parts: Sequence[SwapResult], info: dict) -> SwapResult:
 def _save(path: str, r: SwapResult) -> None:
     arrays = {f"m|{k}|{n}": v for k, ms in r.metrics.items() for n, v in ms.items()}
     arrays.update({f"map|{k}": v for k, v in r.maps.items()})
-    tmp = path + ".tmp.npz"
-    np.savez(
-        tmp,
-        model_swaps=r.model_swaps,
-        scores=r.scores,
-        drops=r.drops,
-        ids=json.dumps(r.ids),
-        info=json.dumps(r.info, default=str),
-        **arrays,
-    )
-    os.replace(tmp, path)
+    with atomic_path(path, ".npz") as tmp:
+        np.savez(
+            tmp,
+            model_swaps=r.model_swaps,
+            scores=r.scores,
+            drops=r.drops,
+            ids=json.dumps(r.ids),
+            info=json.dumps(r.info, default=str),
+            **arrays,
+        )
 
 
 def _load(path: str) -> SwapResult:

@@ -217,7 +217,12 @@ def _embed_fn(model):
 
 def embed(model, variables, images: Array) -> Array:
     """The embeddings [B, E] (float32) of images [B, H, W, C]: the plain forward pass,
-    one compiled function per model (the one embed helper of the package)."""
+    one compiled function per model (the one embed helper of the package).
+
+    The attention normalises after its product with the values
+    (``pairviz_jax.models.layers.MultiHeadAttention``), which keeps XLA:CPU's fusion of
+    the softmax off its slow path (``benchmarks/explain.py`` counts the fused kernels: 0).
+    """
     return _embed_fn(model)(variables, images)
 
 

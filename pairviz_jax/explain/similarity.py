@@ -14,17 +14,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pairviz_jax._util import NORM_EPS
 from pairviz_jax.explain._checks import check_finite, check_rank
 
 Array = jax.Array
 
-# Guards the division for an all-zero embedding; such a pair has score 0.
-_EPS = 1e-12
-
 
 def safe_norm(x: Array, axis: int = -1) -> Array:
-    """Euclidean norm, floored at a tiny epsilon (no division by zero)."""
-    return jnp.maximum(jnp.linalg.norm(x, axis=axis), _EPS)
+    """Euclidean norm, floored at ``NORM_EPS`` (an all-zero embedding: score 0, no NaN)."""
+    return jnp.maximum(jnp.linalg.norm(x, axis=axis), NORM_EPS)
 
 
 def unit(x: Array, axis: int = -1) -> Array:

@@ -14,6 +14,7 @@ import re
 
 from pairviz_jax import argcheck as check
 from pairviz_jax.runs.errors import InputError
+from pairviz_jax.runs.options import ModelSpec
 
 __all__ = ["DEMO_RUN", "check_args"]
 
@@ -111,7 +112,6 @@ def _outputs(args: argparse.Namespace) -> None:
 
 _EXAMPLE_REF = re.compile(r"[A-Za-z_]\w*:[A-Za-z_]\w*:\d+")
 _GALLERY_REF = re.compile(r"[A-Za-z_]\w*(:[A-Za-z_]\w*)?")
-_COMPARE_OPTIONS = ("step", "image_size", "num_heads", "pool_type", "normalization")
 
 
 def _images(args: argparse.Namespace) -> None:
@@ -138,12 +138,10 @@ def _images(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     if not hasattr(args, "compare") or args.compare is not None:
         return
-    for name in _COMPARE_OPTIONS:
-        if getattr(args, f"compare_{name}", None) is not None:
-            flag = f"--compare-{name.replace('_', '-')}"
-            raise InputError(f"{flag} needs --compare (the second model)")
-    if getattr(args, "compare_model_option", None):
-        raise InputError("--compare-model-option needs --compare (the second model)")
+    spec = ModelSpec.from_args(args, "compare")
+    given = ([spec.option("step")] if spec.step is not None else []) + spec.file_options()
+    if given:
+        raise InputError(f"{given[0]} needs --compare (the second model)")
 
 
 def _subcommand(args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from typing import NamedTuple
 
-from pairviz_jax import runs
+from pairviz_jax import plotting, runs  # plotting: lazy attributes (fast --help)
 from pairviz_jax.runs.errors import InputError
 
 __all__ = ["Command", "HelpFormatter", "add_render_arguments", "pick_steps", "style_from_args"]
@@ -104,12 +104,6 @@ def _gallery_options(p: argparse.ArgumentParser, top: int | None) -> None:
         p.add_argument("--top", type=int, default=top, help="results per row")
 
 
-def _plotting():
-    from pairviz_jax import plotting
-
-    return plotting
-
-
 def style_from_args(args: argparse.Namespace):
     """The ``plotting.Style`` of the render options, each value checked."""
     import matplotlib
@@ -120,7 +114,7 @@ def style_from_args(args: argparse.Namespace):
         raise InputError(f"--alpha {args.alpha}: must be between 0 and 1")
     if args.dpi < 10:
         raise InputError(f"--dpi {args.dpi}: must be at least 10")
-    return _plotting().Style(args.style, cmap=args.cmap, alpha=args.alpha, dpi=args.dpi)
+    return plotting.Style(args.style, cmap=args.cmap, alpha=args.alpha, dpi=args.dpi)
 
 
 def query_label(args: argparse.Namespace, query_ref: str, gallery) -> str | None:
@@ -132,7 +126,7 @@ def query_label(args: argparse.Namespace, query_ref: str, gallery) -> str | None
 
 
 def _save(fig, args) -> list[str]:
-    return _plotting().save_figure(fig, args.out, pdf=args.pdf, dpi=args.dpi)
+    return plotting.save_figure(fig, args.out, pdf=args.pdf, dpi=args.dpi)
 
 
 def _kw(args) -> dict:
@@ -149,7 +143,7 @@ def _kw(args) -> dict:
 
 
 def _read(args, ref, m):
-    return _plotting().read_example(ref, m, data_dir=args.data_dir)
+    return plotting.read_example(ref, m, data_dir=args.data_dir)
 
 
 def _query(args, ref, m, gallery):
@@ -160,9 +154,7 @@ def _query(args, ref, m, gallery):
 
 
 def _gallery(args, m):
-    return _plotting().open_gallery(
-        args.gallery, m, limit=args.gallery_size, data_dir=args.data_dir
-    )
+    return plotting.open_gallery(args.gallery, m, limit=args.gallery_size, data_dir=args.data_dir)
 
 
 # ----------------------------------------------------------------------------- subcommands
@@ -177,7 +169,7 @@ def pair(args) -> list[str]:
     kw = _kw(args)
     m = runs.model_from_args(args)
     a, b = (_read(args, r, m) for r in (args.a, args.b))
-    return _save(_plotting().pair(m, a, b, **kw), args)
+    return _save(plotting.pair(m, a, b, **kw), args)
 
 
 def matrix_arguments(p):
@@ -190,7 +182,7 @@ def matrix(args) -> list[str]:
     kw = _kw(args)
     m = runs.model_from_args(args)
     examples = [_read(args, r, m) for r in args.images]
-    return _save(_plotting().matrix(m, examples, **kw), args)
+    return _save(plotting.matrix(m, examples, **kw), args)
 
 
 def retrieve_arguments(p):
@@ -209,7 +201,7 @@ def retrieve(args) -> list[str]:
     for m in models:
         gallery = _gallery(args, m)
         rows.append((m, _query(args, args.query, m, gallery), gallery))
-    return _save(_plotting().retrieve(rows, args.top, **kw), args)
+    return _save(plotting.retrieve(rows, args.top, **kw), args)
 
 
 def class_map_arguments(p):
@@ -222,7 +214,7 @@ def class_map(args) -> list[str]:
     m = runs.model_from_args(args)
     gallery = _gallery(args, m)
     queries = [_query(args, r, m, gallery) for r in args.queries]
-    return _save(_plotting().class_maps(m, queries, gallery, **kw), args)
+    return _save(plotting.class_maps(m, queries, gallery, **kw), args)
 
 
 def training_arguments(p):
@@ -265,7 +257,7 @@ def training(args) -> list[str]:
         if gallery is None:
             gallery = _gallery(args, m)
         rows.append((m, _query(args, args.query, m, gallery), gallery))
-    return _save(_plotting().training(rows, args.top, **kw), args)
+    return _save(plotting.training(rows, args.top, **kw), args)
 
 
 def rollout_arguments(p):
@@ -276,7 +268,7 @@ def rollout(args) -> list[str]:
     kw = _kw(args)
     m = runs.model_from_args(args)
     a, b = (_read(args, r, m) for r in (args.a, args.b))
-    return _save(_plotting().rollout(m, a, b, **kw), args)
+    return _save(plotting.rollout(m, a, b, **kw), args)
 
 
 def evaluate_arguments(p):

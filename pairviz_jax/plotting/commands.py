@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pairviz_jax import explain
+from pairviz_jax._util import unit_np
 from pairviz_jax.plotting import figures
 from pairviz_jax.plotting.figures import RetrievalRow, Style
 from pairviz_jax.plotting.inputs import Example, Gallery
@@ -168,8 +169,7 @@ def rank(
         raise InputError(f"--top {top}: must be at least 1")
     emb = gallery.embed(m) if embeddings is None else embeddings
     q = m.embed(query.image[None])[0]
-    unit = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
-    scores = unit @ (q / max(float(np.linalg.norm(q)), 1e-12))
+    scores = unit_np(emb) @ unit_np(q)
     keep = np.asarray([e.key != query.key for e in gallery.examples])
     if not keep.any():
         raise InputError(f"--gallery {gallery.spec}: holds only the query itself")

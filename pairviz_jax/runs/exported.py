@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
+from pairviz_jax._util import atomic_path
+
 FORMAT = "pairviz-run/1"
 META_KEY = "pairviz_run"
 
@@ -158,9 +160,8 @@ def export_run(
     }
     arrays[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
     path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
     return read_exported(path)
 
 

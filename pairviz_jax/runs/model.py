@@ -129,10 +129,7 @@ class LoadedModel:
 
     def prepare(self, images_uint8: np.ndarray) -> jax.Array:
         """uint8 [B, H, W, 3] at the model's size -> float32 normalised model input."""
-        x = jnp.asarray(images_uint8, jnp.float32) / 255.0
-        if self.mean is not None:
-            x = (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
-        return x
+        return preprocess.model_input(jnp.asarray(images_uint8), self.mean, self.std)
 
     def embed(self, images_uint8: np.ndarray) -> np.ndarray:
         """Embeddings [B, E] (float32, not normalised) of uint8 images at the model's size."""

@@ -11,6 +11,7 @@ they name.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -24,11 +25,13 @@ if TYPE_CHECKING:
 # JAX; a test checks that the two agree.
 POOL_TYPES = ("gap", "tok", "gap_tok", "map")
 
-__all__ = ["add_model_arguments", "initialize_distributed", "model_from_args"]
-
-
-def _dest(prefix: str, name: str) -> str:
-    return f"{prefix}_{name}" if prefix else name
+__all__ = [
+    "ModelSpec",
+    "add_model_arguments",
+    "initialize_distributed",
+    "load_model",
+    "model_from_args",
+]
 
 
 def add_model_arguments(
@@ -99,17 +102,59 @@ def add_model_arguments(
     )
 
 
+# The options a weight file may need, in the order their errors name them.
 _FILE_OPTIONS = ("image_size", "num_heads", "pool_type", "model_option", "normalization")
 
 
-def _given_file_options(args: argparse.Namespace, prefix: str) -> list[str]:
-    opt = f"--{prefix}-" if prefix else "--"
-    out = []
-    for name in _FILE_OPTIONS:
-        value = getattr(args, _dest(prefix, name), None)
-        if value not in (None, []):
-            out.append(f"{opt}{name.replace('_', '-')}")
-    return out
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One model's command-line options, read once from the parsed arguments.
+
+    Attributes:
+      prefix: ``""`` for the main model, or the second model's name (``"compare"``).
+      path: the run or weight file; None for an optional model that was not given.
+      from_weights: the main model was named by ``--weights`` (not ``--workdir``).
+      step, image_size, num_heads, pool_type, normalization: the options (None: not given).
+      model_option: the ``KEY=VALUE`` strings of ``--model-option``.
+    """
+
+    prefix: str = ""
+    path: str | None = None
+    from_weights: bool = False
+    step: int | None = None
+    image_size: int | None = None
+    num_heads: int | None = None
+    pool_type: str | None = None
+    normalization: str | None = None
+    model_option: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, prefix: str = "") -> ModelSpec:
+        """The spec of the options ``add_model_arguments(parser, prefix=prefix)`` added."""
+        ns = vars(args)
+        start = f"{prefix}_" if prefix else ""
+        values = {name: ns.get(start + name) for name in ("step", *_FILE_OPTIONS)}
+        values["model_option"] = tuple(values["model_option"] or ())
+        if prefix:
+            return cls(prefix, ns.get(prefix), False, **values)
+        weights = ns.get("weights")
+        path = ns.get("workdir") if weights is None else weights
+        return cls("", path, weights is not None, **values)
+
+    def option(self, name: str) -> str:
+        """The flag of one of this model's options: ``option("step") == "--compare-step"``."""
+        return (f"--{self.prefix}-" if self.prefix else "--") + name.replace("_", "-")
+
+    @property
+    def flag(self) -> str:
+        """The flag that named the model: ``--workdir``, ``--weights`` or ``--compare``."""
+        if self.prefix:
+            return f"--{self.prefix}"
+        return "--weights" if self.from_weights else "--workdir"
+
+    def file_options(self) -> list[str]:
+        """The flags of the weight-file options that were given."""
+        return [self.option(n) for n in _FILE_OPTIONS if getattr(self, n) not in (None, ())]
 
 
 def model_from_args(args: argparse.Namespace, prefix: str = "") -> LoadedModel | None:
@@ -121,49 +166,48 @@ def model_from_args(args: argparse.Namespace, prefix: str = "") -> LoadedModel |
     Raises:
       InputError: a bad path, step or option (one line naming the option).
     """
+    return load_model(ModelSpec.from_args(args, prefix))
+
+
+def load_model(spec: ModelSpec) -> LoadedModel | None:
+    """Loads the model of a :class:`ModelSpec` (see :func:`model_from_args`)."""
     from pairviz_jax.runs import exported
     from pairviz_jax.runs.load import is_model_folder, load_run, load_weights
     from pairviz_jax.runs.model import parse_model_options
 
-    opt = f"--{prefix}-" if prefix else "--"
-    step = getattr(args, _dest(prefix, "step"), None)
-    if prefix:
-        path = getattr(args, prefix, None)
+    path = spec.path
+    if spec.prefix:
         if path is None:
-            extra = _given_file_options(args, prefix) + ([f"{opt}step"] if step else [])
+            extra = spec.file_options() + ([spec.option("step")] if spec.step else [])
             if extra:
-                raise InputError(f"{extra[0]} needs --{prefix} (the second model)")
+                raise InputError(f"{extra[0]} needs {spec.flag} (the second model)")
             return None
         is_run = (os.path.isdir(path) and not is_model_folder(path)) or exported.is_exported(path)
         if not os.path.exists(path):
-            raise InputError(f"--{prefix} {path}: no such file or directory")
-        run_flag = f"--{prefix}"
+            raise InputError(f"{spec.flag} {path}: no such file or directory")
     else:
-        path = getattr(args, "weights", None)
-        is_run = path is None or exported.is_exported(path)
-        path = args.workdir if path is None else path
-        run_flag = "--workdir" if args.workdir is not None else "--weights"
+        is_run = not spec.from_weights or exported.is_exported(path)
     if is_run:
-        extra = _given_file_options(args, prefix)
+        extra = spec.file_options()
         if extra:
             raise InputError(f"{extra[0]} applies to weight files, not to runs ({path})")
-        m = load_run(path, step, flag=run_flag, step_flag=f"{opt}step")
+        m = load_run(path, spec.step, flag=spec.flag, step_flag=spec.option("step"))
         _note_unfinished(path, m)
         return m
-    if step is not None:
-        raise InputError(f"{opt}step applies to train.py runs, not to weight files ({path})")
-    known = parse_model_options(
-        getattr(args, _dest(prefix, "model_option"), []) or [], f"{opt}model-option"
-    )
+    if spec.step is not None:
+        raise InputError(
+            f"{spec.option('step')} applies to train.py runs, not to weight files ({path})"
+        )
+    known = parse_model_options(list(spec.model_option), spec.option("model_option"))
     for name in ("num_heads", "pool_type"):
-        value = getattr(args, _dest(prefix, name), None)
+        value = getattr(spec, name)
         if value is not None:
             known[name] = value
     return load_weights(
         path,
-        image_size=getattr(args, _dest(prefix, "image_size"), None),
-        normalization=getattr(args, _dest(prefix, "normalization"), None),
-        prefix=prefix,
+        image_size=spec.image_size,
+        normalization=spec.normalization,
+        prefix=spec.prefix,
         **known,
     )
 

@@ -303,19 +303,9 @@ def _how_to_resume(workdir: epath.Path) -> str:
     )
 
 
-def _train(
-    config: ml_collections.ConfigDict, workdir: epath.Path, devices: list[jax.Device] | None
-) -> dict[str, Any]:
-    """The body of :func:`train_and_evaluate` once the workdir is checked."""
-    is_main = jax.process_index() == 0
-    mesh = sharding.make_mesh(devices)
-    run = build(config, mesh)
-    state, step_rng = run.state, run.step_rng
-    run.state = None  # donated to the first step; keep no second reference
-    batch_size = int(config.batch_size)
-
-    total = int(config.total_steps)
-    local_batch = sharding.local_batch_size(batch_size, mesh)
+def _resume(config: ml_collections.ConfigDict, workdir: epath.Path, state, local_batch: int):
+    """The checkpointer, the state restored from its latest step (or as given) with that
+    step, and the input iterator from it: ``(ckpt, state, start, train_it)``."""
     ckpt = Checkpointer(
         workdir / "checkpoints",
         save_every=int(config.checkpoint_every),
@@ -336,10 +326,48 @@ def _train(
         process_count=jax.process_count(),
         start_step=start,
     )
-    if is_main:  # what a killed run logged past its last checkpoint is logged again below
+    # What a killed run logged past its last checkpoint is logged again.
+    if jax.process_index() == 0:
         dropped = runfiles.truncate_metrics(workdir, start)
         if dropped:
             log.info("Dropped %d metrics records after step %d (logged again).", dropped, start)
+    return ckpt, state, start, train_it
+
+
+def _log_window(writer, window, done: int, total: int, rate: float, batch_size: int, is_main):
+    """Writes (and on the main process logs) the mean metrics of the steps since the last
+    line, with steps/s and images/s; returns them."""
+    last_train = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+    last_train.update(steps_per_s=rate, images_per_s=rate * batch_size)
+    writer.write(done, last_train)
+    if is_main:
+        log.info(
+            "step %d/%d  loss %.4f  lr %.3g  %.2f steps/s  %.0f img/s  ETA %s",
+            done,
+            total,
+            last_train["loss"],
+            last_train["lr"],
+            rate,
+            rate * batch_size,
+            _duration((total - done) / rate),
+        )
+    return last_train
+
+
+def _train(
+    config: ml_collections.ConfigDict, workdir: epath.Path, devices: list[jax.Device] | None
+) -> dict[str, Any]:
+    """The body of :func:`train_and_evaluate` once the workdir is checked."""
+    is_main = jax.process_index() == 0
+    mesh = sharding.make_mesh(devices)
+    run = build(config, mesh)
+    state, step_rng = run.state, run.step_rng
+    run.state = None  # donated to the first step; keep no second reference
+    batch_size = int(config.batch_size)
+
+    total = int(config.total_steps)
+    local_batch = sharding.local_batch_size(batch_size, mesh)
+    ckpt, state, start, train_it = _resume(config, workdir, state, local_batch)
 
     step_fn, embed_fn = run.step_fn, run.embed_fn
     writer = MetricWriter(workdir)
@@ -402,20 +430,7 @@ def _train(
         if log_due:
             dt = time.perf_counter() - t_window
             rate = n_window / dt if n_window and dt > 0 else float("nan")
-            last_train = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-            last_train.update(steps_per_s=rate, images_per_s=rate * batch_size)
-            writer.write(done, last_train)
-            if is_main:
-                log.info(
-                    "step %d/%d  loss %.4f  lr %.3g  %.2f steps/s  %.0f img/s  ETA %s",
-                    done,
-                    total,
-                    last_train["loss"],
-                    last_train["lr"],
-                    rate,
-                    rate * batch_size,
-                    _duration((total - done) / rate),
-                )
+            last_train = _log_window(writer, window, done, total, rate, batch_size, is_main)
             window, t_window, n_window = [], time.perf_counter(), 0
         if save_due:
             ckpt.save(done, state, None, config, force=done == total)

@@ -27,6 +27,8 @@ import jax
 import numpy as np
 from etils import epath
 
+from pairviz_jax._util import write_text_atomic
+
 EXIT_PEER_LOST = 3
 TIMEOUT_S = 8.0
 _DIR = ".processes"
@@ -107,10 +109,7 @@ class PeerWatchdog:
         return self
 
     def _write(self, text: str) -> None:
-        path = self.dir / f"process_{self.index}"
-        tmp = self.dir / f".process_{self.index}.tmp"
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(self.dir / f"process_{self.index}", text)
 
     def stop(self, reason: str | None = None) -> None:
         """Stops watching; peers read ``done`` (or ``failed <reason>``) from now on."""

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import ml_collections
 from etils import epath
+
+from pairviz_jax._util import write_text_atomic
 
 __all__ = [
     "ConfigChangedError",
@@ -53,13 +54,6 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     return records
 
 
-def _atomic_write(path: epath.Path, text: str) -> None:
-    path = epath.Path(path)
-    tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def truncate_metrics(workdir: str, step: int) -> int:
     """Drops the records of steps after ``step`` (what a killed run logged past its last
     checkpoint), and torn lines; the file is replaced atomically.
@@ -81,7 +75,7 @@ def truncate_metrics(workdir: str, step: int) -> int:
         if int(record.get("step", 0)) <= step:
             keep.append(json.dumps(record) + "\n")
     if len(keep) != len(lines):
-        _atomic_write(path, "".join(keep))
+        write_text_atomic(path, "".join(keep))
     return len(lines) - len(keep)
 
 
@@ -160,7 +154,7 @@ def check_config(
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Writes ``config.json`` atomically (never an empty or half-written file)."""
-    _atomic_write(epath.Path(workdir) / CONFIG, config.to_json_best_effort(indent=2))
+    write_text_atomic(epath.Path(workdir) / CONFIG, config.to_json_best_effort(indent=2))
 
 
 @dataclasses.dataclass

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from pairviz_jax import explain
+from pairviz_jax.data import preprocess
 from pairviz_jax.train import sharding
 from pairviz_jax.train.state import TrainState
 
@@ -32,10 +34,7 @@ def preprocess_images(
     """uint8 [B, H, W, 3] -> float32 ``(x / 255 - mean) / std``; float images pass unchanged."""
     if images.dtype != jnp.uint8:
         return images.astype(jnp.float32)
-    x = images.astype(jnp.float32) / 255.0
-    if mean is not None:
-        x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-    return x
+    return preprocess.model_input(images, mean, std)
 
 
 def train_step(
@@ -136,16 +135,6 @@ def jit_train_step(
     )
 
 
-def embedding_forward(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
-    """``model.apply(variables, images)[0]`` as float32: the embedding [B, E] (traceable).
-
-    The attention normalises after its product with the values
-    (``pairviz_jax.models.layers.MultiHeadAttention``), which keeps XLA:CPU's fusion of
-    the softmax off its slow path (``benchmarks/explain.py`` counts the fused kernels: 0).
-    """
-    return model.apply(variables, images)[0].astype(jnp.float32)
-
-
 def jit_embed(
     mesh: Mesh,
     model: nn.Module,
@@ -154,12 +143,13 @@ def jit_embed(
 ) -> Callable[[Any, jax.Array], jax.Array]:
     """``embed(model_params, images [B, H, W, 3]) -> embedding [B, E]``, jitted.
 
-    The embedding is float32 and gathered to every host.
+    The embedding is float32 and gathered to every host; the forward pass is
+    ``explain.embed``'s (the package's one embed function), placed on the mesh here.
     """
 
     def embed(params, images):
         x = preprocess_images(images, mean, std)
-        return embedding_forward(model, {"params": params}, x)
+        return explain.embed(model, {"params": params}, x)
 
     return jax.jit(
         embed,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pairviz_jax._util import write_text_atomic
 from pairviz_jax.viewer import _encode
 
 __all__ = ["explore_data", "explore_html", "write_explore"]
@@ -186,8 +187,5 @@ def write_explore(path: str, data: dict[str, Any]) -> str:
     """Writes the page to ``path`` (folders created) and returns the path."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(explore_html(data))
-    os.replace(tmp, path)
+    write_text_atomic(path, explore_html(data))
     return path

@@ -28,13 +28,13 @@ import json
 import os
 import shutil
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
 import numpy as np
 from PIL import Image
 
+from pairviz_jax._util import Progress, write_text_atomic
 from pairviz_jax.viewer import _encode
 
 __all__ = ["page_path", "plan_pages", "thumb_path", "write_report"]
@@ -89,21 +89,6 @@ def plan_pages(group_sizes: np.ndarray, per_page: int) -> np.ndarray:
         used += size
         offset += size
     return np.asarray(starts, np.int64)
-
-
-class _Progress:
-    def __init__(self, stream: TextIO | None, what: str, total: int):
-        self.stream, self.what, self.total = stream, what, total
-        self.t0 = self.last = time.perf_counter()
-
-    def update(self, done: int) -> None:
-        now = time.perf_counter()
-        if self.stream is None or (now - self.last < 1.0 and done < self.total):
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        self.stream.write(f"report: {self.what} {done:,}/{self.total:,} ({rate:,.0f}/s)\n")
-        self.stream.flush()
 
 
 def _collect(res) -> dict[str, np.ndarray]:
@@ -167,7 +152,9 @@ def _write_thumbs(dest, keys, indices, loader, size, progress) -> list[str]:
     from pairviz_jax.data.images import CorruptImageError
 
     missing: list[str] = []
-    bar = _Progress(progress, "thumbnails", len(indices))
+    bar = Progress(
+        len(indices), stream=progress, every=1.0, unit="images", label="report: thumbnails "
+    )
 
     def one(i: int) -> str | None:
         path = os.path.join(dest, thumb_path(i))
@@ -192,10 +179,11 @@ def _write_thumbs(dest, keys, indices, loader, size, progress) -> list[str]:
     for k in sorted({i // 1000 for i in indices}):
         os.makedirs(os.path.join(dest, f"img/{k:04d}"), exist_ok=True)
     with ThreadPoolExecutor(4) as pool:
-        for n, err in enumerate(pool.map(one, indices), 1):
+        for err in pool.map(one, indices):
             if err is not None:
                 missing.append(err)
-            bar.update(n)
+            bar.update(1)
+    bar.close()
     return missing
 
 
@@ -212,11 +200,84 @@ def _prepare_dest(dest: str) -> None:
     os.makedirs(os.path.join(dest, "data"), exist_ok=True)
 
 
-def _atomic_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _page_maps(c, e: np.ndarray, maps_a, maps_b, n_tok: int) -> np.ndarray:
+    """The maps of the job's entries ``e``, float16 [len(e), 2, N], read shard by shard."""
+    maps = np.empty((len(e), 2, n_tok), np.float16)
+    shard, row = c["shard"][e], c["row"][e]
+    for k in np.unique(shard):
+        sel = np.flatnonzero(shard == k)
+        rows = row[sel]
+        order_rows = np.argsort(rows)  # memory maps read best in file order
+        got_a = np.asarray(maps_a[k][rows[order_rows]]).reshape(len(sel), n_tok)
+        got_b = np.asarray(maps_b[k][rows[order_rows]]).reshape(len(sel), n_tok)
+        maps[sel[order_rows], 0] = got_a
+        maps[sel[order_rows], 1] = got_b
+    return maps
+
+
+def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progress):
+    """Writes one ``data/pages/*.js`` per page; returns (the queries [[key, page]], the grid).
+
+    ``queries`` lists the page of each query's best pair (rank 1) when ``by_query``, else is
+    empty.
+    """
+    ends = np.append(starts[1:], len(entries))
+    pairs = c["pairs"][entries]
+    maps_a = [sh["maps_a"] for sh in shards]
+    maps_b = [sh["maps_b"] for sh in shards]
+    grid = list(maps_a[0].shape[1:])
+    n_tok = int(np.prod(grid))
+    bar = Progress(len(starts), stream=progress, every=1.0, unit="pages", label="report: ")
+    queries: list[list[Any]] = []
+    for p, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        e = entries[lo:hi]
+        maps = _page_maps(c, e, maps_a, maps_b, n_tok)
+        pp = pairs[lo:hi]
+        rows_out = [
+            [int(r), int(a), int(b), round(float(s), 5), int(k)]
+            for r, (a, b), s, k in zip(c["record"][e], pp, c["score"][e], rank[lo:hi], strict=True)
+        ]
+        if by_query:
+            queries += [[keys[r[1]], p] for r in rows_out if r[4] == 1]
+        body = {
+            "rows": rows_out,
+            "names": {int(i): keys[i] for i in np.unique(pp)},
+            "maps": {
+                "b64": base64.b64encode(maps.astype("<f2").tobytes()).decode("ascii"),
+                "shape": [len(e), 2, n_tok],
+            },
+        }
+        path = os.path.join(dest, page_path(p))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"PV_page({p},{_encode.script_json(body)});\n")
+        bar.update(1)
+    bar.close()
+    return queries, grid
+
+
+def _write_index(dest: str, meta: dict[str, Any], missing: list[str]) -> str:
+    """Writes the report's marker (``meta`` and the unreadable images) and ``index.html``."""
+    write_text_atomic(
+        os.path.join(dest, _MARKER),
+        json.dumps(
+            {**{k: v for k, v in meta.items() if k != "cmap"}, "missing": missing[:1000]}, indent=1
+        ),
+    )
+    meta = {k: v for k, v in meta.items() if k != "job"}  # the page shows the job's name only
+    index = os.path.join(dest, "index.html")
+    write_text_atomic(
+        index,
+        _encode.page(
+            title=meta["title"],
+            csp=CSP,
+            body="<noscript>This page draws with JavaScript; please enable it.</noscript>",
+            scripts=["common.js", "report.js"],
+            styles=["style.css"],
+            data=meta,
+        ),
+    )
+    return index
 
 
 def write_report(
@@ -269,9 +330,7 @@ def write_report(
     starts = plan_pages(sizes, per_page) if order == "query" else None
     if starts is None:
         starts = np.arange(0, len(entries), per_page, dtype=np.int64)
-    ends = np.append(starts[1:], len(entries))
-    pairs = c["pairs"][entries]
-    used = np.unique(pairs)
+    used = np.unique(c["pairs"][entries])
     keys = res.images
 
     fp = res.fingerprint
@@ -282,48 +341,10 @@ def write_report(
     if missing and progress is not None:
         progress.write(f"report: {len(missing)} images could not be read, first: {missing[0]}\n")
 
-    maps_a = [sh["maps_a"] for sh in res.shards]
-    maps_b = [sh["maps_b"] for sh in res.shards]
-    grid = list(maps_a[0].shape[1:])
-    n_tok = int(np.prod(grid))
-    bar = _Progress(progress, "pages", len(starts))
-    queries: list[list[Any]] = []
-    for p, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-        e = entries[lo:hi]
-        maps = np.empty((len(e), 2, n_tok), np.float16)
-        shard, row = c["shard"][e], c["row"][e]
-        for k in np.unique(shard):
-            sel = np.flatnonzero(shard == k)
-            rows = row[sel]
-            order_rows = np.argsort(rows)  # memory maps read best in file order
-            got_a = np.asarray(maps_a[k][rows[order_rows]]).reshape(len(sel), n_tok)
-            got_b = np.asarray(maps_b[k][rows[order_rows]]).reshape(len(sel), n_tok)
-            maps[sel[order_rows], 0] = got_a
-            maps[sel[order_rows], 1] = got_b
-        pp = pairs[lo:hi]
-        rows_out = [
-            [int(r), int(a), int(b), round(float(s), 5), int(k)]
-            for r, (a, b), s, k in zip(c["record"][e], pp, c["score"][e], rank[lo:hi], strict=True)
-        ]
-        names = {int(i): keys[i] for i in np.unique(pp)}
-        if order == "query":
-            for r in rows_out:
-                if r[4] == 1:
-                    queries.append([keys[r[1]], p])
-        body = {
-            "rows": rows_out,
-            "names": names,
-            "maps": {
-                "b64": base64.b64encode(maps.astype("<f2").tobytes()).decode("ascii"),
-                "shape": [len(e), 2, n_tok],
-            },
-        }
-        path = os.path.join(dest, page_path(p))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(f"PV_page({p},{_encode.script_json(body)});\n")
-        bar.update(p + 1)
-    _atomic_text(
+    queries, grid = _write_pages(
+        dest, c, entries, rank, starts, keys, res.shards, order == "query", progress
+    )
+    write_text_atomic(
         os.path.join(dest, "data", "queries.js"),
         f"PV_queries({_encode.script_json(queries)});\n",
     )
@@ -349,26 +370,7 @@ def write_report(
         "finished": not partial or os.path.exists(os.path.join(job, "manifest.json")),
         "cmap": _encode.colormap_lut(cmap),
     }
-    _atomic_text(
-        os.path.join(dest, _MARKER),
-        json.dumps(
-            {**{k: v for k, v in meta.items() if k != "cmap"}, "missing": missing[:1000]}, indent=1
-        ),
-    )
-    del meta["job"]  # the page shows the job's name only, not where it lives
-    index = os.path.join(dest, "index.html")
-    _atomic_text(
-        index,
-        _encode.page(
-            title=meta["title"],
-            csp=CSP,
-            body="<noscript>This page draws with JavaScript; please enable it.</noscript>",
-            scripts=["common.js", "report.js"],
-            styles=["style.css"],
-            data=meta,
-        ),
-    )
-    return index
+    return _write_index(dest, meta, missing)
 
 
 if __name__ == "__main__":  # python -m pairviz_jax.viewer.report JOB [DEST]
