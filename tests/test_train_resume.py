@@ -44,7 +44,8 @@ import logging, os, sys, time
 logging.basicConfig(level=logging.WARNING)
 logging.getLogger("pairviz_jax").setLevel(logging.INFO)
 workdir, ndev = sys.argv[1], int(sys.argv[2])
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
+extra = os.environ.get("PAIRVIZ_TEST_XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev} {extra}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax
 from pairviz_jax.train import loop, sharding
