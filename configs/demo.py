@@ -35,7 +35,7 @@ including evaluations and checkpoints):
     ==========================  ========  ========  =======
 
 Recall@1 of a random ranking is 31/767 = .040 (unseen) and 15/383 = .039 (seen). The
-training loss falls from 3.2 (log 24) to 0.70. Faithfulness of this model's maps: README,
+training loss falls from 3.2 (log 24) to 0.70. Faithfulness of this model's maps: docs/trust.md,
 "Are the maps right?".
 """
 

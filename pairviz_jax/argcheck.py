@@ -14,6 +14,7 @@ import tempfile
 from pairviz_jax.runs.errors import InputError
 
 __all__ = [
+    "DEFAULT_METHOD",
     "FIGURE_FORMATS",
     "at_least",
     "between",
@@ -22,6 +23,13 @@ __all__ = [
     "new_file",
     "run_source",
 ]
+
+# The ``--method`` of every command that draws maps when none is given (visualize.py pair,
+# matrix, retrieve, class-map, training, rollout, batch; ``batch.BatchOptions.method``), the one
+# place it is set. The rule: the method that wins the swap test on the held-out photo half b
+# by more than 2 standard errors over the previous default (paired difference, DINOv2-S/14);
+# the paper's own maps stay ``--method paper`` (and ``--style paper`` draws them).
+DEFAULT_METHOD = "paper"
 
 # File types a figure can be written as (``plotting.save_figure``).
 FIGURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")

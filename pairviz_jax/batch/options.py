@@ -9,13 +9,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pairviz_jax import explain
+from pairviz_jax.argcheck import DEFAULT_METHOD
 from pairviz_jax.batch.claims import DEFAULT_LEASE
 from pairviz_jax.batch.store import FORMAT, params_fingerprint, sha256_file
 from pairviz_jax.explain import methods as explain_methods
 
 __all__ = ["DEFAULT_DEVICE_BUDGET", "DEFAULT_SHARD_SIZE", "BatchOptions", "fingerprint"]
 
-# Records per shard file. 65,536: the README's measured figures (10^6 pairs among 1,000
+# Records per shard file. 65,536: docs/scale.md's measured figures (10^6 pairs among 1,000
 # images) come from this size; a shard must hold enough pairs per block of A images for
 # the "tile" kernel to pay (see kernels.Compute), 16,384 took the same job 1.8x longer.
 DEFAULT_SHARD_SIZE = 65536
@@ -61,7 +62,7 @@ class BatchOptions:
     all_pairs: bool = False
     convention: str = "authors"
     start_layer: int = 0
-    method: str = "paper"
+    method: str = DEFAULT_METHOD
     shard_size: int = DEFAULT_SHARD_SIZE
     embed_chunk: int = 4096
     chunk_size: int | None = None

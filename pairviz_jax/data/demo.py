@@ -276,14 +276,14 @@ def render_with_distractor(
     (``render_example``'s with the same index are different images).
 
     Args:
-      split, index, seed: as :func:`render_example`; the class is ``index %
-        num_classes``, the distractor's another class of the same split.
+      split, index, seed: as :func:`render_example`; the class is
+        ``index % num_classes``, the distractor's another class of the same split.
       image_size: S, at least 32 (two glyphs side by side).
 
     Returns:
-      ``{"image": uint8 [S, S, 3], "mask": bool [S, S] (the class's glyph),
-      "distractor_mask": bool [S, S], "label": int32, "distractor_label": int32,
-      "id": int64}``; the two masks are disjoint.
+      a dict: ``image`` uint8 [S, S, 3], ``mask`` bool [S, S] (the class's glyph),
+      ``distractor_mask`` bool [S, S], ``label`` int32, ``distractor_label`` int32,
+      ``id`` int64; the two masks are disjoint.
     """
     _check(split, index, image_size)
     if image_size < 32:
@@ -370,8 +370,8 @@ def materialize(source: DemoSource, indices: Sequence[int] | None = None) -> dic
       indices: which examples (default all).
 
     Returns:
-      ``{"image": uint8 [N, S, S, 3], "mask": bool [N, S, S], "label": int32 [N],
-      "id": int64 [N]}``.
+      a dict: ``image`` uint8 [N, S, S, 3], ``mask`` bool [N, S, S], ``label`` int32 [N],
+      ``id`` int64 [N].
     """
     indices = range(len(source)) if indices is None else indices
     examples = [source[i] for i in indices]

@@ -8,18 +8,18 @@ one is missing.
 
 The eight colour photographs of a scene or object (H x W):
 
-==============  ===========  =========  =====  ==========================================
-name            package      size       half   object (``box``)
-==============  ===========  =========  =====  ==========================================
-astronaut       scikit-image 512 x 512  a      the astronaut, head and suit
-coffee          scikit-image 400 x 600  a      cup and saucer
-motorcycle      scikit-image 500 x 741  a      the motorcycle
-china           scikit-learn 427 x 640  a      the pagoda
-chelsea         scikit-image 300 x 451  b      the cat's face
-rocket          scikit-image 427 x 640  b      the rocket on its pad
-flower          scikit-learn 427 x 640  b      the dahlia
-grace_hopper    matplotlib   600 x 512  b      Grace Hopper, face and cap
-==============  ===========  =========  =====  ==========================================
+==============  ============  =========  =====  ==========================================
+name            package       size       half   object (``box``)
+==============  ============  =========  =====  ==========================================
+astronaut       scikit-image  512 x 512  a      the astronaut, head and suit
+coffee          scikit-image  400 x 600  a      cup and saucer
+motorcycle      scikit-image  500 x 741  a      the motorcycle
+china           scikit-learn  427 x 640  a      the pagoda
+chelsea         scikit-image  300 x 451  b      the cat's face
+rocket          scikit-image  427 x 640  b      the rocket on its pad
+flower          scikit-learn  427 x 640  b      the dahlia
+grace_hopper    matplotlib    600 x 512  b      Grace Hopper, face and cap
+==============  ============  =========  =====  ==========================================
 
 Left out: greyscale images (camera, coins, moon, page, text, brick, grass, gravel, ...): in a
 copy-paste pair a grey object on a colour photo (or the reverse) is found by its colour alone,
@@ -40,7 +40,7 @@ of its seed. With a distractor, the same B has two partners, one per pasted obje
 ``pair.partners`` [K, S, S, 3] and ``pair.b_masks`` [K, S, S] (pair sensitivity).
 
 ``python -m pairviz_jax.data.photos --write DIR`` writes image files to try the commands on
-(:func:`write`): the README's pair ``cat.png`` / ``coffee_with_cat.png`` and a gallery
+(:func:`write`): the docs' pair ``cat.png`` (docs/models.md) / ``coffee_with_cat.png`` and a gallery
 ``gallery/<photo>/<k>.png`` labelled by class folder.
 """
 
@@ -448,9 +448,9 @@ def stack(pairs: Sequence[Pair]) -> dict[str, np.ndarray]:
     }
 
 
-# ----------------------------------------------------------------------------- files for the README
+# ------------------------------------------------------------------------------- files for the docs
 
-README_PAIR = ("chelsea", "coffee")  # the README's pair: chelsea's cat pasted into coffee
+README_PAIR = ("chelsea", "coffee")  # the docs' pair: chelsea's cat pasted into coffee
 
 
 def readme_pair(size: int = 224) -> Pair:
@@ -465,7 +465,7 @@ def readme_pair(size: int = 224) -> Pair:
 def write(folder: str, size: int = 224, per_object: int = 2) -> list[str]:
     """Writes real-photo images to try the commands on (PNG files, ``size`` px squares).
 
-    * ``cat.png``, ``coffee_with_cat.png``: the README's pair (:func:`readme_pair`);
+    * ``cat.png``, ``coffee_with_cat.png``: the docs' pair (:func:`readme_pair`);
     * ``gallery/<photo>/<k>.png``: a gallery labelled by class folder: for every photo,
       ``per_object`` copy-paste B images with its object pasted into another photo
       (``make_pair`` seeds ``(7, i)``) and its object alone (``0.png``).
@@ -504,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m pairviz_jax.data.photos",
-        description="Write real-photo images (the README's pair and a labelled gallery).",
+        description="Write real-photo images (the docs' pair and a labelled gallery).",
     )
     p.add_argument("--write", metavar="DIR", required=True, help="folder to write into")
     p.add_argument("--size", type=int, default=224, help="side of every image in pixels")

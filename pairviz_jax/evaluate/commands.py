@@ -125,7 +125,11 @@ def run(
 
         os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
         shown = [k for k in FIGURE_KINDS if not methods or k in kinds]
-        drawn.append(methods_figure(loaded, figure, kinds=shown, method_options=method_options))
+        drawn.append(
+            methods_figure(
+                loaded, figure, kinds=shown, method_options=method_options, log=_progress
+            )
+        )
     note = "paired differences (mean ± standard error over the same pairs; > 0: method better)"
     if not photos:
         result = evaluate_demo(

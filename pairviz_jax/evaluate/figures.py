@@ -3,13 +3,13 @@ partners (the pair sensitivity, seen)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
 from pairviz_jax import explain
-from pairviz_jax.evaluate.kinds import kind_maps
+from pairviz_jax.evaluate.kinds import FEATURE_KINDS, kind_maps
 from pairviz_jax.evaluate.photos import photo_pairs
 from pairviz_jax.evaluate.results import LABELS
 
@@ -27,26 +27,53 @@ _SHORT = {
 }
 
 
-def _rows(loaded, data, kinds, method_options):
-    """[(partner uint8, B uint8, masks [K, S, S], {kind: map [S, S]}, score, title)]."""
-    x = jnp.asarray(data["images"][:1])
-    k = data["partners"].shape[1]
-    emb_p = explain.embed(loaded.model, loaded.variables, jnp.asarray(data["partners"][0]))
-    maps = kind_maps(
-        loaded.model, loaded.variables, x, emb_p[None], kinds, method_options=method_options
-    )
-    emb_x = explain.embed(loaded.model, loaded.variables, x)[0]
-    size = data["images"].shape[1:3]
-    rows = []
-    for j in range(k):
-        up = {
-            kind: np.asarray(explain.upsample(jnp.asarray(m[0, j]), size))
-            for kind, m in maps.items()
-        }
-        score = float(explain.cosine(emb_x, emb_p[j]))
-        rows.append(
-            (data["uint8_partners"][0, j], data["uint8_images"][0], data["masks"][0], up, score, j)
+def _rows(loaded, datas, kinds, method_options, log=None):
+    """[(distractor, partner uint8, B uint8, masks [K, S, S], {kind: map [S, S]}, score, j)]
+    for the first pair of each of ``datas`` (the pair, then the distractor pair).
+
+    Both pairs go through one call per map kind (the paper's maps and the baselines share one
+    forward): B of both stacked [2, S, S, 3], each against K = 2 partners (the single pair's
+    partner repeated), so each method compiles once for the figure.
+    """
+    import time
+
+    x = jnp.asarray(np.concatenate([d["images"][:1] for d in datas]))
+    partners = [np.asarray(d["partners"][0]) for d in datas]  # [K_i, S, S, 3]
+    partners = [np.concatenate([p] * (2 // len(p))) if len(p) < 2 else p for p in partners]
+    emb_p = explain.embed(loaded.model, loaded.variables, jnp.asarray(np.concatenate(partners)))
+    emb_p = emb_p.reshape(len(datas), 2, -1)
+    groups = [tuple(k for k in kinds if k in FEATURE_KINDS)]
+    groups += [(k,) for k in kinds if k not in FEATURE_KINDS]
+    maps = {}
+    for group in filter(None, groups):
+        t = time.perf_counter()
+        got = kind_maps(
+            loaded.model, loaded.variables, x, emb_p, group, method_options=method_options
         )
+        maps.update({k: np.asarray(got[k]) for k in group})
+        if log:
+            log(f"figure: maps of {', '.join(group)} ({time.perf_counter() - t:.1f} s)")
+    emb_x = explain.embed(loaded.model, loaded.variables, x)
+    size = x.shape[1:3]
+    rows = []
+    for i, d in enumerate(datas):
+        for j in range(d["partners"].shape[1]):
+            up = {
+                kind: np.asarray(explain.upsample(jnp.asarray(m[i, j]), size))
+                for kind, m in maps.items()
+            }
+            score = float(explain.cosine(emb_x[i], emb_p[i, j]))
+            rows.append(
+                (
+                    i == 1,
+                    d["uint8_partners"][0, j],
+                    d["uint8_images"][0],
+                    d["masks"][0],
+                    up,
+                    score,
+                    j,
+                )
+            )
     return rows
 
 
@@ -60,6 +87,7 @@ def methods_figure(
     kinds: Sequence[str] = FIGURE_KINDS,
     method_options: Mapping[str, Mapping] | None = None,
     dpi: int = 110,
+    log: Callable[[str], None] | None = None,
 ) -> str:
     """Draws B's map by every method, for one pair and for one distractor pair (both partners).
 
@@ -72,6 +100,7 @@ def methods_figure(
       kinds: the maps, one column each.
       method_options: ``{method: {option: value}}``.
       dpi: resolution.
+      log: progress lines (each method's maps, with seconds); None: silent.
 
     Returns:
       ``path``.
@@ -83,13 +112,15 @@ def methods_figure(
 
     h, _ = loaded.image_size
     norm = None if loaded.mean is None else (loaded.mean, loaded.std)
-    rows = []
-    for distractor in (False, True):
-        data = photo_pairs(
+    datas = [
+        photo_pairs(
             [pair], split=split, image_size=h, seed=seed, distractor=distractor, normalization=norm
         )
-        for row in _rows(loaded, data, kinds, method_options):
-            rows.append((distractor, *row))
+        for distractor in (False, True)
+    ]
+    if log:
+        log(f"figure: every method on 2 photo pairs of half {split} (first: compiles)")
+    rows = _rows(loaded, datas, kinds, method_options, log)
     ncol = 2 + len(kinds)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(1.6 * ncol, 1.75 * len(rows)), squeeze=False)
     colours = ("#33ff66", "#ff3366")

@@ -147,7 +147,7 @@ def _compare(args: argparse.Namespace) -> None:
 def _subcommand(args: argparse.Namespace) -> None:
     from pairviz_jax.plotting.cli import METHOD_NAMES
 
-    if args.command == "batch" and args.method not in METHOD_NAMES:
+    if args.command == "batch" and args.method is not None and args.method not in METHOD_NAMES:
         raise InputError(
             f"--method {args.method}: unknown method {args.method!r}; expected one of "
             f"{', '.join(METHOD_NAMES)}"

@@ -19,9 +19,17 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from pairviz_jax import plotting, runs  # plotting: lazy attributes (fast --help)
+from pairviz_jax.argcheck import DEFAULT_METHOD
 from pairviz_jax.runs.errors import InputError
 
-__all__ = ["Command", "HelpFormatter", "add_render_arguments", "pick_steps", "style_from_args"]
+__all__ = [
+    "Command",
+    "HelpFormatter",
+    "add_render_arguments",
+    "pick_steps",
+    "resolve_method",
+    "style_from_args",
+]
 
 
 class Command(NamedTuple):
@@ -79,9 +87,10 @@ def add_render_arguments(p: argparse.ArgumentParser, name: str) -> None:
     g.add_argument(
         "--method",
         choices=_method_names(),
-        default="paper",
-        help="explanation method: the paper's (eq. 1-6) or one of explain.methods (README, "
-        "'Which method answers the paired question?')",
+        help=f"explanation method: the paper's (eq. 1-6) or one of explain.methods (docs/trust.md, "
+        f"'Which method answers the paired question?'); default {DEFAULT_METHOD} (no method beat "
+        f"it on the held-out swap test by 2 standard errors), paper with --style paper or "
+        f"--convention transpose",
     )
     g.add_argument("--data-dir", help="TFDS data directory of prepared datasets")
     g.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
@@ -129,7 +138,17 @@ def _save(fig, args) -> list[str]:
     return plotting.save_figure(fig, args.out, pdf=args.pdf, dpi=args.dpi)
 
 
+def resolve_method(args: argparse.Namespace) -> str:
+    """``--method``, else ``DEFAULT_METHOD``, except that ``--style paper`` and ``--convention
+    transpose`` (the paper's figures and its other convention) mean the paper's method."""
+    if args.method is None:
+        paper = args.style == "paper" or args.convention != "authors"
+        args.method = "paper" if paper else DEFAULT_METHOD
+    return args.method
+
+
 def _kw(args) -> dict:
+    resolve_method(args)
     if args.method != "paper" and args.convention != "authors":
         raise InputError(f"--convention applies to --method paper, not to --method {args.method}")
     import dataclasses

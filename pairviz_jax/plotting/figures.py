@@ -7,10 +7,17 @@ Two styles:
 
 * ``"modern"`` (default): the map in a perceptual colormap (``inferno``), drawn with
   ``alpha`` over a greyscale copy of the image, one colour scale shared by the maps of a
-  figure (so maps are comparable across panels) and a colour bar;
+  figure (so maps are comparable across panels) and a colour bar, unless that scale would
+  leave a map nearly one colour (its spread under ``_SHOWN`` of the range, e.g. two maps with
+  different offsets): then each map gets its own scale and colour bar. Signed maps are drawn
+  on a diverging colormap centred at 0 (a range symmetric about 0);
 * ``"paper"``: the authors' pictures (:func:`pairviz_jax.plotting.paper.paper_overlay`:
   per-map min-max, OpenCV's JET, added onto the greyscale image); no colour bar, since
   every map is stretched to its own range.
+
+A map that is nearly constant (``nearly_constant``: max - min <= ``FLAT_RTOL`` max |map|, 1024
+float32 ulps) has nothing to show on any scale; each figure says so in one stderr line
+(``warn_flat``).
 
 Titles carry the cosine similarity of each pair, and ``source`` (the model and the
 checkpoint step the maps come from, e.g. ``demo @ step 3500``) when given. A green border
@@ -23,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import sys
 from collections.abc import Sequence
 
 import matplotlib
@@ -112,23 +120,74 @@ def _figure(
 
 # Maps whose negative part reaches this fraction of their largest magnitude are signed.
 _SIGNED = 0.02
+# A map "shows" on a colour scale when its spread (max - min) covers at least this fraction of
+# the scale's span (about 25 of a colormap's 256 colours). A shared scale that leaves some map
+# below it (e.g. two maps with different offsets, as the paper's maps of a real ViT have) is
+# split into one scale per map, and a signed scale centred at 0 is used only when the maps'
+# spread covers this fraction of it.
+_SHOWN = 0.1
+# A map is nearly constant when max - min <= FLAT_RTOL * max |map| (or it is all zeros): its
+# spread is then within the rounding error of float32 sums of ~10^3 terms (1024 ulps of its
+# largest value), so no colour scale can show structure that is not noise.
+FLAT_RTOL = 1024 * float(np.finfo(np.float32).eps)  # 1.2e-4
+
+
+def nearly_constant(heat: np.ndarray) -> bool:
+    """Whether ``heat`` [H, W] is nearly constant (``FLAT_RTOL``): max - min <= FLAT_RTOL *
+    max |heat|; a map with a non-finite value is not judged (False)."""
+    heat = np.asarray(heat, np.float64)
+    if not np.all(np.isfinite(heat)):
+        return False
+    spread = float(heat.max() - heat.min())
+    return spread <= FLAT_RTOL * float(np.abs(heat).max())
+
+
+def warn_flat(maps: Sequence[np.ndarray], labels: Sequence[str]) -> str | None:
+    """One stderr line naming the maps of a figure that are nearly constant (``nearly_constant``);
+    nothing when none is. Returns the line (or None)."""
+    flat = [(lab, m) for lab, m in zip(labels, maps, strict=True) if nearly_constant(m)]
+    if not flat:
+        return None
+    names = ", ".join(lab.replace("\n", " ") for lab, _ in flat)
+    m = np.asarray(flat[0][1], np.float64)
+    line = (
+        f"warning: nearly constant map{'s' if len(flat) > 1 else ''} ({names}): max - min = "
+        f"{float(m.max() - m.min()):.3g} <= {FLAT_RTOL:.2g} x max |map| = "
+        f"{float(np.abs(m).max()):.3g}; the figure shows no structure (try another --method)"
+    )
+    print(line, file=sys.stderr, flush=True)
+    return line
 
 
 def _norm(maps: Sequence[np.ndarray], style: Style = _DEFAULT) -> Normalize:
-    """One colour scale for ``maps``: their range, or, for signed maps, a range symmetric
-    about 0 (0 in the middle of a diverging colormap, ``norm.cmap_name``)."""
+    """One colour scale for ``maps``: their range, or, for signed maps whose spread shows on
+    it, a range symmetric about 0 (0 in the middle of a diverging colormap,
+    ``norm.cmap_name``)."""
     lo = min(float(np.min(m)) for m in maps)
     hi = max(float(np.max(m)) for m in maps)
     top = max(abs(lo), abs(hi))
-    if lo < 0 and -lo >= _SIGNED * top:
+    if lo < 0 and -lo >= _SIGNED * top and hi - lo >= _SHOWN * top:
         norm = Normalize(-top, top)
         norm.cmap_name = style.diverging_cmap if style.cmap == Style.cmap else style.cmap
         return norm
     if hi <= lo:
-        hi = lo + 1e-12
+        hi = lo + max(abs(lo), 1.0) * 1e-6
     norm = Normalize(lo, hi)
     norm.cmap_name = style.cmap
     return norm
+
+
+def _scales(maps: Sequence[np.ndarray], style: Style = _DEFAULT) -> list[Normalize]:
+    """A colour scale per map: one shared by all (the same object) when every map's spread
+    covers at least ``_SHOWN`` of it, else each map on its own (``_norm``), so that no map
+    is drawn as one colour because another sets the range."""
+    shared = _norm(maps, style)
+    span = shared.vmax - shared.vmin
+    if all(float(np.max(m) - np.min(m)) >= _SHOWN * span for m in maps) or all(
+        nearly_constant(m) for m in maps
+    ):
+        return [shared] * len(maps)
+    return [_norm([m], style) for m in maps]
 
 
 def _cmap(norm: Normalize | None, style: Style) -> str:
@@ -172,6 +231,24 @@ def _colour_bar(fig: Figure, axes, style: Style, norm: Normalize, label: str) ->
     bar = fig.colorbar(mappable, ax=axes, shrink=0.85, pad=0.02, aspect=25)
     bar.set_label(label or style.map_label or _MAP_LABEL, fontsize=8)
     bar.ax.tick_params(labelsize=7)
+
+
+def _bars(fig: Figure, group, axes: Sequence, norms: Sequence[Normalize], style: Style,
+          label: str) -> None:  # fmt: skip
+    """The colour bars of maps drawn on ``norms`` (``_scales``): one beside ``group`` when the
+    scale is shared, else one under each map's axis."""
+    if not style.colour_bar:
+        return
+    if all(n is norms[0] for n in norms):
+        _colour_bar(fig, group, style, norms[0], label)
+        return
+    for ax, norm in zip(axes, norms, strict=True):
+        mappable = plt.cm.ScalarMappable(norm=norm, cmap=_cmap(norm, style))
+        bar = fig.colorbar(mappable, ax=ax, location="bottom", shrink=0.9, pad=0.03)
+        bar.ax.tick_params(labelsize=6)
+        bar.ax.xaxis.set_major_locator(MaxNLocator(3))
+    if label or style.map_label:
+        fig.supxlabel(f"{label or style.map_label} (each map on its own scale)", fontsize=8)
 
 
 _MAP_LABEL = "share of the cosine (paper's method)"
@@ -227,12 +304,13 @@ def pair_figure(
     """
     a, b = names
     fig, axes = _figure(1, 4, style, extra_width=0.6 if style.colour_bar else 0.0)
-    norm = _norm([map_a, map_b], style)
+    norms = _scales([map_a, map_b], style)
     _image(axes[0, 0], image_a, style, a)
-    _overlay(axes[0, 1], image_a, map_a, style, norm, f"{a}:\nmap vs {b}")
-    _overlay(axes[0, 2], image_b, map_b, style, norm, f"{b}:\nmap vs {a}")
+    _overlay(axes[0, 1], image_a, map_a, style, norms[0], f"{a}:\nmap vs {b}")
+    _overlay(axes[0, 2], image_b, map_b, style, norms[1], f"{b}:\nmap vs {a}")
     _image(axes[0, 3], image_b, style, b)
-    _colour_bar(fig, axes[0, :], style, norm, "")
+    _bars(fig, axes[0, :], axes[0, 1:3], norms, style, "")
+    warn_flat([map_a, map_b], [f"{a}'s map vs {b}", f"{b}'s map vs {a}"])
     _suptitle(fig, f"cosine similarity of {a} and {b} = {score:.3f}", source)
     return fig
 
@@ -266,7 +344,8 @@ def matrix_figure(
         raise ValueError(f"maps must be [{n}, {n}, H, W] and scores [{n}, {n}]")
     names = list(names) if names is not None else [chr(ord("A") + i) for i in range(n)]
     fig, axes = _figure(n, n, style, extra_width=0.7 if style.colour_bar else 0.0)
-    norm = _norm([maps[i, j] for i in range(n) for j in range(n) if i != j], style)
+    off = [(i, j) for i in range(n) for j in range(n) if i != j]
+    norms = dict(zip(off, _scales([maps[i, j] for i, j in off], style), strict=True))
     for i in range(n):
         for j in range(n):
             if i == j:
@@ -274,8 +353,9 @@ def matrix_figure(
                 _border(axes[i, j], "black", 1.5)
             else:
                 title = f"{names[i]} vs {names[j]}\ncosine {scores[i, j]:.3f}"
-                _overlay(axes[i, j], images[i], maps[i, j], style, norm, title)
-    _colour_bar(fig, axes, style, norm, "")
+                _overlay(axes[i, j], images[i], maps[i, j], style, norms[i, j], title)
+    _bars(fig, axes, [axes[i, j] for i, j in off], list(norms.values()), style, "")
+    warn_flat([maps[i, j] for i, j in off], [f"{names[i]} vs {names[j]}" for i, j in off])
     _suptitle(fig, "row i, column j: image i's map vs image j", source)
     return fig
 
@@ -324,11 +404,14 @@ def retrieval_figure(
         raise ValueError("retrieval_figure needs at least one row")
     k = max(len(r.results) for r in rows)
     fig, axes = _figure(len(rows), 1 + k, style, extra_width=0.7 if style.colour_bar else 0.0)
+    every, labels = [], []
     for r, row in enumerate(rows):
         maps = list(row.maps) + ([row.query_map] if row.query_map is not None else [])
-        norm = _norm(maps, style) if maps else None
+        norms = _scales(maps, style) if maps else []
+        drawn = [axes[r, 1 + i] for i in range(len(row.maps))]
         if row.query_map is not None:
-            _overlay(axes[r, 0], row.query, row.query_map, style, norm, "query")
+            _overlay(axes[r, 0], row.query, row.query_map, style, norms[-1], "query")
+            drawn.append(axes[r, 0])
         else:
             _image(axes[r, 0], row.query, style, "query")
         axes[r, 0].set_ylabel(row.title, fontsize=8)
@@ -339,11 +422,16 @@ def retrieval_figure(
                 continue
             name = row.names[i] if row.names else f"result {i + 1}"
             title = f"{name}\ncosine {row.scores[i]:.3f}"
-            _overlay(ax, row.results[i], row.maps[i], style, norm, title)
+            _overlay(ax, row.results[i], row.maps[i], style, norms[i], title)
             if row.correct is not None and row.correct[i]:
                 _border(ax, MATCH_COLOUR)
-        if norm is not None:
-            _colour_bar(fig, axes[r, :], style, norm, "")
+        if norms:
+            _bars(fig, axes[r, :], drawn, norms, style, "")
+        every += maps
+        who = row.title or f"row {r + 1}"
+        labels += [f"{who}: result {i + 1}" for i in range(len(row.maps))]
+        labels += [f"{who}: query"] * (row.query_map is not None)
+    warn_flat(every, labels)
     _suptitle(fig, source)
     return fig
 
@@ -376,6 +464,7 @@ def class_map_figure(
     if q == 0 or len(maps) != q or len(titles) != q:
         raise ValueError("class_map_figure needs as many maps and titles as images (>= 1)")
     fig, axes = _figure(2, q, style)
+    warn_flat(maps, [f"class map of {t}" for t in titles])
     for i in range(q):
         norm = _norm([maps[i]], style)
         _image(axes[0, i], images[i], style, titles[i])
@@ -419,16 +508,17 @@ def rollout_figure(
     """
     a, b = names
     fig, axes = _figure(2, 3, style, extra_width=1.4 if style.colour_bar else 0.0)
-    norm_r = _norm([rollout_a, rollout_b], style)
-    norm_s = _norm([map_a, map_b], style)
+    norm_r = _scales([rollout_a, rollout_b], style)
+    norm_s = _scales([map_a, map_b], style)
     for r, (name, other, image, roll, sim) in enumerate(
         [(a, b, image_a, rollout_a, map_a), (b, a, image_b, rollout_b, map_b)]
     ):
         _image(axes[r, 0], image, style, name)
-        _overlay(axes[r, 1], image, roll, style, norm_r, f"{name}:\nrollout (any output)")
-        _overlay(axes[r, 2], image, sim, style, norm_s, f"{name}:\nmap vs {other}")
-    _colour_bar(fig, axes[:, 1], style, norm_r, "rollout weight (output-agnostic)")
-    _colour_bar(fig, axes[:, 2], style, norm_s, "")
+        _overlay(axes[r, 1], image, roll, style, norm_r[r], f"{name}:\nrollout (any output)")
+        _overlay(axes[r, 2], image, sim, style, norm_s[r], f"{name}:\nmap vs {other}")
+    _bars(fig, axes[:, 1], axes[:, 1], norm_r, style, "rollout weight (output-agnostic)")
+    _bars(fig, axes[:, 2], axes[:, 2], norm_s, style, "")
+    warn_flat([map_a, map_b], [f"{a}'s map vs {b}", f"{b}'s map vs {a}"])
     _suptitle(fig, f"cosine similarity of {a} and {b} = {score:.3f}", source)
     return fig
 

@@ -11,7 +11,7 @@ Hovering (or tapping) patch i of A draws row i of C over B; a patch j of B,
 column j over A. The sum of that row is A's paired map at patch i (plus the
 part of B's embedding that is not on B's patches, shown when non-zero; zero for
 the transpose convention of a mean-pooled model). Size for ViT-B/16 at 256 px:
-see the README (C and P are 256 x 256 each).
+see docs/correspondence.md (C and P are 256 x 256 each).
 """
 
 from __future__ import annotations
