@@ -9,7 +9,8 @@ import tempfile
 # command-line runs, the multi-process training and batch workers) compile each program once
 # instead of once per process. PAIRVIZ_TEST_XLA_CACHE=0 turns it off; a cache directory set by
 # the caller is kept.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get("PAIRVIZ_TEST_XLA_CACHE") != "0":
+_CACHE_ON = os.environ.get("PAIRVIZ_TEST_XLA_CACHE") != "0"
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and _CACHE_ON:
     _CACHE = tempfile.mkdtemp(prefix="pairviz-xla-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
