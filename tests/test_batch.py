@@ -420,7 +420,8 @@ def _child_files(tmp_path, pairs, shard):
 
 def _env(devices):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    extra = env.get("PAIRVIZ_TEST_XLA_FLAGS", "")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {extra}"
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

@@ -40,6 +40,12 @@ def _decomposed(model, variables, x):
     return emb, out
 
 
+# Compiled once per model and shape: op by op, every family's forward compiles each of its
+# few hundred operations on its own (the references below are computed from these outputs).
+_decomposed_jit = jax.jit(_decomposed, static_argnums=0)
+_apply = jax.jit(lambda model, variables, x: model.apply(variables, x), static_argnums=0)
+
+
 @pytest.mark.parametrize("family", POOLED + ["dinov2_g"])
 def test_parts_and_rest_sum_to_the_embedding_under_jit(family):
     model, variables, x = _setup(family)
@@ -55,7 +61,7 @@ def test_parts_and_rest_sum_to_the_embedding_under_jit(family):
 def test_parts_equal_the_jvp_of_the_detached_model(family):
     """v_j is the detached model's linear part applied to token j (independent: autodiff)."""
     model, variables, x = _setup(family, n=1)
-    _, out = _decomposed(model, variables, x)
+    _, out = _decomposed_jit(model, variables, x)
     d = model.width
     for level, part in out["parts"].items():
         if model.pool_type == "gap_tok" and level == model.depth:
@@ -84,8 +90,8 @@ def test_paired_maps_for_every_pooling_match_a_numpy_reference(family, conventio
     out = ex.paired_maps(model, variables, x, xb, convention=convention, upsampled=False)
     assert out["map_a"].shape == (2, 2, 2) and out["score"].shape == (2,)
     for side, imgs, partner in [("a", x, xb), ("b", xb, x)]:
-        emb, o = _decomposed(model, variables, imgs)
-        emb_p, _ = model.apply(variables, partner)
+        emb, o = _decomposed_jit(model, variables, imgs)
+        emb_p, _ = _apply(model, variables, partner)
         attn = np.asarray(o["attention"], np.float64)
         p = model.num_prefix_tokens
         for i in range(2):
@@ -106,7 +112,7 @@ def test_paired_maps_for_every_pooling_match_a_numpy_reference(family, conventio
             )
             rest = np.asarray(o["rest"][i], np.float64) @ u / norm
             np.testing.assert_allclose(out[f"rest_{side}"][i], rest, atol=1e-6, rtol=1e-4)
-    score = ex.cosine(model.apply(variables, x)[0], model.apply(variables, xb)[0])
+    score = ex.cosine(_apply(model, variables, x)[0], _apply(model, variables, xb)[0])
     np.testing.assert_allclose(out["score"], score, rtol=1e-5)
 
 

@@ -2,11 +2,13 @@
 
 * A faked SLURM launch (2 tasks, ``SLURM_*`` variables) is detected without flags, and the
   two processes read distinct records of the real input pipeline (the demo dataset): every
-  global batch is the one a single process reads, and no record twice.
+  global batch is the one a single process reads, and no record twice; they write one
+  checkpoint tree and one metrics record per step.
 * A killed peer stops the survivor with one line; the run resumes on another number of
   processes (2 -> 1, and 1 -> 2) and ends with the parameters of an uninterrupted run.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +29,8 @@ import logging, os, sys, time
 logging.basicConfig(level=logging.WARNING)
 logging.getLogger("pairviz_jax").setLevel(logging.INFO)
 workdir, ndev, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
+extra = os.environ.get("PAIRVIZ_TEST_XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev} {extra}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax
 from pairviz_jax.train import loop, sharding
@@ -99,6 +102,16 @@ def test_slurm_launch_is_detected_and_processes_read_distinct_records(tmp_path):
     for i, out in enumerate(outs):
         assert f"process {i} of 2 (slurm), 1 local of 2 devices (cpu)" in out
         assert f"RESULT {i} 2 " in out
+    # Two processes train as one run: the same loss on both, one checkpoint tree with no
+    # per-process state (the input follows from the step), one metrics record per step
+    # (process 0's). That they train like one process is the resume test's final check.
+    results = [ln.split() for out in outs for ln in out.splitlines() if ln.startswith("RESULT")]
+    assert len(results) == 2 and results[0][3:] == results[1][3:]
+    last = demo_config().total_steps
+    ckpt = tmp_path / "checkpoints" / str(last)
+    assert {"config", "state"} <= set(os.listdir(ckpt)) and not (ckpt / "data").exists()
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+    assert steps == list(range(1, last + 1))
     ids = {}
     for out in outs:
         for line in out.splitlines():

@@ -1,18 +1,16 @@
 """Prints the house numbers of ``pairviz_jax``: the import graph and the longest functions.
 
-Run from the repository root: ``python3 tools/house.py`` (3 s of CPU, no JAX imported).
+Run from the repository root: ``python3 -m tests.house_report`` (3 s of CPU, no JAX imported).
+It reads the scanners of ``tests/test_house.py`` and ``tests/test_imports.py`` (the numbers
+are what those tests check), so it lives beside them: tools import nothing from tests/.
 """
 
 from __future__ import annotations
 
 import ast
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from tests import test_house as house  # noqa: E402
-from tests import test_imports as imports  # noqa: E402
+from tests import test_house as house
+from tests import test_imports as imports
 
 LOWER = {  # a layer -> the packages it must not import
     "models": ("explain", "train", "data", "plotting"),
