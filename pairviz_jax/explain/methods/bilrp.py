@@ -15,9 +15,9 @@ coordinate exactly (Euler), up to the biases' share. That is the ``conservative`
 one coordinate at a time.
 
 **The fold.** The explained quantity of ``explain.methods.base`` is linear in the partner's
-unit embedding, f = beta_a . u_b / |beta_a| (|beta_a| held), so every method that pulls a
+unit embedding, ``f = beta_a . u_b / |beta_a|`` (``|beta_a|`` held), so every method that pulls a
 cotangent back folds: ``W_a[i, m]`` = the conservative relevance of patch i for
-``beta_a[m] / |beta_a|``, E backward passes per image (the cotangents e_m / |beta_a|,
+``beta_a[m] / |beta_a|``, E backward passes per image (the cotangents ``e_m / |beta_a|``,
 ``chunk`` at a time under ``jax.lax.map``). Then, per pair,
 
     C = W_a W_b^T,                       (second order: patch i of a with patch j of b)
