@@ -72,4 +72,4 @@ def test_help_names_the_default(capsys):
     with pytest.raises(SystemExit):
         visualize.main(["pair", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"default {argcheck.DEFAULT_METHOD} (the swap test's winner)" in text
+    assert f"default {argcheck.DEFAULT_METHOD} (no method beat it on the held-out swap" in text

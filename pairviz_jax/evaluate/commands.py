@@ -95,6 +95,23 @@ def _progress(message: str) -> None:
     print(f"evaluate: {message}", file=sys.stderr, flush=True)
 
 
+def _geometry(loaded, out, half, pairs, methods, cache) -> str:
+    """The report of ``--geometry``: every correspondence's accuracy on photo ``half``."""
+    from pairviz_jax.evaluate.geometry import evaluate_geometry
+
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    r = evaluate_geometry(
+        loaded,
+        12 if pairs is None else pairs,
+        split=half,
+        kinds=geometry_kinds(methods),
+        cache_dir=cache or os.path.splitext(out)[0] + "_geometry",
+        log=_progress,
+    )
+    title = f"## {loaded.label}: correspondence against geometry, photo half {half}"
+    return f"{title}\n\n{r.table()}"
+
+
 def run(
     loaded,
     *,
@@ -122,19 +139,7 @@ def run(
         if value is not None and value < low:
             raise ValueError(f"{name} {value}: expected a number >= {low}")
     if geometry:  # correspondence against geometry on photo half "a" or "b", ``pairs`` triples
-        from pairviz_jax.evaluate.geometry import evaluate_geometry
-
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        r = evaluate_geometry(
-            loaded,
-            12 if pairs is None else pairs,
-            split=geometry,
-            kinds=geometry_kinds(methods),
-            cache_dir=cache or os.path.splitext(out)[0] + "_geometry",
-            log=_progress,
-        )
-        title = f"## {loaded.label}: correspondence against geometry, photo half {geometry}"
-        return f"{title}\n\n{r.table()}", []
+        return _geometry(loaded, out, geometry, pairs, methods, cache), []
     kinds = parse_methods(methods, PHOTO_KINDS if photos else KINDS)
     method_options = parse_options(options)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

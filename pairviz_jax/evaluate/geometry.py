@@ -44,6 +44,7 @@ import jax
 import numpy as np
 
 from pairviz_jax import explain
+from pairviz_jax._util import atomic_path
 from pairviz_jax.evaluate.photos import log_stderr, normalise
 from pairviz_jax.explain.methods import bilrp
 
@@ -357,9 +358,8 @@ def _save(path: str, r: GeometryResult) -> None:
     for name in ("accuracy", "conservation", "share"):
         arrays.update({f"{name}|{k}": v for k, v in getattr(r, name).items()})
     meta = json.dumps({"seconds": r.seconds, "ids": r.ids, "info": r.info}, default=str)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, meta=meta, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, meta=meta, **arrays)
 
 
 def _load(path: str) -> GeometryResult:

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pairviz_jax._util import unit_np
 from pairviz_jax.explain.cross import Folded
 from pairviz_jax.explain.maps import Inputs
 from pairviz_jax.explain.methods.base import Method, register
@@ -148,7 +149,7 @@ def top_directions(embeddings, k: int) -> np.ndarray:
     e = np.asarray(embeddings, np.float64)
     if e.ndim != 2 or not 1 <= k <= e.shape[1]:
         raise ValueError(f"embeddings must be [G, E] and 1 <= k <= E, got {e.shape}, k={k}")
-    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    e = unit_np(e, axis=1)
     _, s, vt = np.linalg.svd(e, full_matrices=True)
     return np.ascontiguousarray(vt[:k].T.astype(np.float32))
 
