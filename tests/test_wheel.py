@@ -54,6 +54,7 @@ def test_pairviz_demo_runs_from_a_fresh_venv_outside_the_repository(wheel, tmp_p
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["MPLBACKEND"] = "Agg"
+    env.pop("XLA_FLAGS", None)  # a user's: not the suite's fake devices and -O0 (conftest)
     where = subprocess.run(
         [str(py), "-c", "import pairviz_jax; print(pairviz_jax.__file__)"],
         cwd=work,
