@@ -32,10 +32,8 @@ rest terms minus the cosine (``conservation``, float32 rounding), and ``sum C / 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +43,7 @@ import numpy as np
 
 from pairviz_jax import explain
 from pairviz_jax._util import atomic_path
+from pairviz_jax.evaluate.chunks import run_chunks
 from pairviz_jax.evaluate.photos import log_stderr, normalise
 from pairviz_jax.explain.methods import bilrp
 
@@ -464,51 +463,37 @@ def evaluate_geometry(
 
     config = dict(model=getattr(loaded, "label", ""), size=h, kinds=list(kinds), seed=seed,
                   split=split, num_triples=num_triples)  # fmt: skip
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
     if log:
         log(f"geometry half {split}: {num_triples} triples, {len(kinds)} kinds, chunks of {chunk}")
     basis = _basis(loaded, kinds, data_fn, num_triples, batch_size)
-    parts, t_start = [], time.perf_counter()
-    for s in range(0, num_triples, chunk):
-        e = min(s + chunk, num_triples)
-        key = json.dumps({**config, "triples": [s, e]}, sort_keys=True)
-        path = None
-        if cache_dir:
-            digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-            path = os.path.join(cache_dir, f"geometry_{split}_{s:05d}_{digest}.npz")
-        if path and os.path.exists(path):
-            parts.append(_load(path))
-            how = "from the cache"
-        else:
-            d = data_fn(range(s, e))
-            got = chunk_corrs(model, loaded.variables, d["a"], d["b"], kinds, basis, batch_size)
-            acc = {
-                k: np.nanmean(
-                    correspondence_accuracy(
-                        g["corr"].reshape(-1, *g["corr"].shape[2:]),
-                        d["target"].reshape(-1, *d["target"].shape[2:]),
-                        d["valid"].reshape(-1, d["valid"].shape[-1]),
-                        d["grid"],
-                    ).reshape(-1, 2),
-                    axis=1,
-                )
-                for k, g in got.items()
-            }
-            r = GeometryResult(
-                acc,
-                {k: g["conservation"] for k, g in got.items()},
-                {k: g["share"] for k, g in got.items()},
-                {k: g["seconds"] for k, g in got.items()},
-                d["ids"],
-                {**config, "triples": [s, e]},
+
+    def compute(s: int, e: int) -> GeometryResult:
+        d = data_fn(range(s, e))
+        got = chunk_corrs(model, loaded.variables, d["a"], d["b"], kinds, basis, batch_size)
+        acc = {
+            k: np.nanmean(
+                correspondence_accuracy(
+                    g["corr"].reshape(-1, *g["corr"].shape[2:]),
+                    d["target"].reshape(-1, *d["target"].shape[2:]),
+                    d["valid"].reshape(-1, d["valid"].shape[-1]),
+                    d["grid"],
+                ).reshape(-1, 2),
+                axis=1,
             )
-            if path:
-                _save(path, r)
-            parts.append(r)
-            how = "computed"
-        if log:
-            spent = time.perf_counter() - t_start
-            log(f"geometry half {split}: {e}/{num_triples} triples ({how}; {spent:.0f} s, about "
-                f"{spent / e * (num_triples - e):.0f} s left)")  # fmt: skip
+            for k, g in got.items()
+        }
+        r = GeometryResult(
+            acc,
+            {k: g["conservation"] for k, g in got.items()},
+            {k: g["share"] for k, g in got.items()},
+            {k: g["seconds"] for k, g in got.items()},
+            d["ids"],
+            {**config, "triples": [s, e]},
+        )
+        return r
+
+    parts = run_chunks(
+        num_triples, chunk, config=config, cache_dir=cache_dir, prefix=f"geometry_{split}",
+        compute=compute, load=_load, save=_save, log=log, label=f"geometry half {split}",
+    )  # fmt: skip
     return _concatenate(parts, config)

@@ -23,10 +23,8 @@ Every number is a mean ± standard error over triples; differences are paired (s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -34,6 +32,7 @@ import numpy as np
 
 from pairviz_jax import explain
 from pairviz_jax._util import atomic_path
+from pairviz_jax.evaluate.chunks import run_chunks
 from pairviz_jax.evaluate.kinds import KINDS, kind_maps
 from pairviz_jax.evaluate.measures import energy_on, map_correlation, normalised_pixels, points_on
 from pairviz_jax.evaluate.occlusion import occluded_cosines, occlusion_maps
@@ -476,36 +475,22 @@ def evaluate_swap(
         seed=seed,
         split=split,
     )
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
     if log:
         log(f"swap half {split}: {num_triples} triples, {len(kinds)} maps, chunks of {chunk}")
-    parts, t_start = [], time.perf_counter()
-    for s in range(0, num_triples, chunk):
-        e = min(s + chunk, num_triples)
-        key = hashlib.sha1(
-            json.dumps({**config, "triples": [s, e]}, sort_keys=True).encode()
-        ).hexdigest()[:12]
-        path = os.path.join(cache_dir, f"swap_{split}_{s:05d}_{key}.npz") if cache_dir else None
-        if path and os.path.exists(path):
-            parts.append(_load(path))
-            how = "from the cache"
-        else:
-            data = (make_triples or triple_arrays)(
-                range(s, e), split=split, image_size=h, seed=seed, normalization=norm
-            )
-            r = _measure_chunk(
-                loaded, data, list(range(s, e)), kinds, method_options, window, stride,
-                batch_size, log,
-            )  # fmt: skip
-            r.info = {**config, "triples": [s, e]}
-            if path:
-                _save(path, r)
-            parts.append(r)
-            how = "computed"
-        if log:
-            spent = time.perf_counter() - t_start
-            left = spent / (e - 0) * (num_triples - e)
-            log(f"swap half {split}: {e}/{num_triples} triples ({how}; {spent:.0f} s, "
-                f"about {left:.0f} s left)")  # fmt: skip
+
+    def compute(s: int, e: int) -> SwapResult:
+        data = (make_triples or triple_arrays)(
+            range(s, e), split=split, image_size=h, seed=seed, normalization=norm
+        )
+        r = _measure_chunk(
+            loaded, data, list(range(s, e)), kinds, method_options, window, stride,
+            batch_size, log,
+        )  # fmt: skip
+        r.info = {**config, "triples": [s, e]}
+        return r
+
+    parts = run_chunks(
+        num_triples, chunk, config=config, cache_dir=cache_dir, prefix=f"swap_{split}",
+        compute=compute, load=_load, save=_save, log=log, label=f"swap half {split}",
+    )  # fmt: skip
     return _concatenate(parts, {**config, "triples": num_triples})
