@@ -222,10 +222,10 @@ def run_tasks(
     ran = 0
     while True:
         finished = done()
-        todo = [t for t in tasks if t not in finished]
-        if not todo:
+        pending = [t for t in tasks if t not in finished]
+        if not pending:
             return ran
-        for task in todo:
+        for task in pending:
             if worker.try_claim(task):
                 try:
                     if task not in done():  # committed while we claimed it
@@ -236,7 +236,7 @@ def run_tasks(
                 break
         else:
             if on_wait is not None:
-                on_wait(len(todo))
+                on_wait(len(pending))
             time.sleep(poll)
 
 

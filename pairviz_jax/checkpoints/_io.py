@@ -338,9 +338,9 @@ def _flatten_torch(path: str, obj: Any) -> dict[str, np.ndarray]:
     """
     out: dict[str, np.ndarray] = {}
     seen: set[int] = set()
-    todo: list[tuple[str, Any, int]] = [("", obj, 0)]
-    while todo:
-        prefix, node, depth = todo.pop()
+    pending: list[tuple[str, Any, int]] = [("", obj, 0)]
+    while pending:
+        prefix, node, depth = pending.pop()
         if isinstance(node, np.ndarray):
             floating = np.issubdtype(node.dtype, np.floating) or node.dtype == ml_dtypes.bfloat16
             out[prefix] = node.astype(np.float32, copy=False) if floating else node
@@ -352,7 +352,7 @@ def _flatten_torch(path: str, obj: Any) -> dict[str, np.ndarray]:
                 )
             seen.add(id(node))
             items = [(f"{prefix}.{k}" if prefix else str(k), v, depth + 1) for k, v in node.items()]
-            todo.extend(reversed(items))
+            pending.extend(reversed(items))
         # Other entries (epoch counters, optimiser settings, strings) carry no weights.
     return out
 
