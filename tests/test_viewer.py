@@ -134,7 +134,7 @@ def test_explore_bilrp_shows_the_second_order_c_first(loaded):
     )
     rows = decode(got["corr"]).sum(-1) + decode(got["rest_a"])
     np.testing.assert_allclose(rows, np.ravel(cons["map_a"][0]), atol=1e-3 * top * 64)
-    with pytest.raises(ValueError, match="method='lrp'"):
+    with pytest.raises(ValueError, match="--method lrp: is not a method"):
         explore.explore_data(loaded, a, b, display=64, method="lrp")
 
 
