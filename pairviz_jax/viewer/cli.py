@@ -14,6 +14,8 @@ import sys
 import time
 from typing import NamedTuple
 
+from pairviz_jax.argcheck import DEFAULT_METHOD
+
 
 class Subcommand(NamedTuple):
     """``options``: the shared option groups of visualize.py it takes (``"model"``)."""
@@ -123,10 +125,49 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partial", action="store_true", help="report an unfinished job's shards")
     p.add_argument("--data-dir", help="TFDS data directory of prepared datasets")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    p.add_argument(
+        "--method",
+        type=_method_with_c,
+        default=DEFAULT_METHOD,
+        help="whose correspondence C the maps and 'what this patch matches' show: paper "
+        "(rollout C from the job's own folds, no model needed) or bilrp (second-order C, "
+        "BiLRP: needs the job's model, E backward passes per image); default "
+        f"{DEFAULT_METHOD}",
+    )
+    p.add_argument(
+        "--matches",
+        type=int,
+        default=480,
+        help="the first N pairs carry C (N x N floats per pair: about 11 kB for an 8 x 8 "
+        "grid, 175 kB for 16 x 16); with a method other than the job's, only these are "
+        "reported (default 480, 10 pages of 48)",
+    )
+    from pairviz_jax import runs
+
+    runs.add_model_arguments(p)  # the job's model: only --method bilrp needs it
+    for group in p._mutually_exclusive_groups:
+        group.required = False
+
+
+def _method_with_c(name: str) -> str:
+    """``--method``: a method that has a correspondence C (argparse: exit 2 otherwise)."""
+    from pairviz_jax.viewer import _corr
+
+    why = _corr.problem(name)
+    if why is not None:
+        raise argparse.ArgumentTypeError(f"{name}: {why.split(': ', 1)[1]}")
+    return name
+
+
+def _usage(message: str) -> None:
+    """A usage error found after parsing: one line, exit status 2 (as argparse's)."""
+    print(f"visualize.py report: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def report(args, _plotting=None) -> list[str]:
     from pairviz_jax import plotting
+    from pairviz_jax.viewer import _corr
     from pairviz_jax.viewer import report as rep
 
     checks = [
@@ -142,6 +183,18 @@ def report(args, _plotting=None) -> list[str]:
 
     if args.cmap not in matplotlib.colormaps:
         raise plotting.InputError(f"--cmap {args.cmap}: not a matplotlib colormap")
+    if args.matches < 0:
+        raise plotting.InputError(f"--matches {args.matches}: expected a number of pairs >= 0")
+    model_given = args.workdir is not None or args.weights is not None
+    if args.method != "paper" and not model_given:
+        _usage(
+            f"--method {args.method}: needs the job's model (--workdir RUN or --weights FILE) "
+            "to fold its images"
+        )
+    loaded = load_model(args) if args.method != "paper" else None
+    why = None if loaded is None else _corr.problem(args.method, loaded.model)
+    if why is not None:
+        _usage(why)
     t0 = time.perf_counter()
     try:
         index = rep.write_report(
@@ -155,6 +208,9 @@ def report(args, _plotting=None) -> list[str]:
             partial=args.partial,
             data_dir=args.data_dir,
             progress=sys.stderr,
+            method=args.method,
+            loaded=loaded,
+            matches=args.matches,
         )
     except (ValueError, FileNotFoundError) as e:
         raise plotting.InputError(" ".join(str(e).split())) from None

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from pairviz_jax._util import Progress, write_text_atomic
-from pairviz_jax.viewer import _encode
+from pairviz_jax.viewer import _encode, _report_c
 
 __all__ = ["page_path", "plan_pages", "thumb_path", "write_report"]
 
@@ -46,6 +46,9 @@ CSP = (
     "style-src 'unsafe-inline'"
 )
 ORDERS = ("query", "score")
+# Pairs whose C the report embeds by default (``--matches``): 10 pages of 48; bounded so a
+# report of 10^6 pairs stays the size of its maps (ViT-B/16's 16 x 16 grid: 84 MB of C).
+DEFAULT_MATCHES = 480
 _MARKER = "report.json"
 
 
@@ -112,8 +115,9 @@ def _collect(res) -> dict[str, np.ndarray]:
     }
 
 
-def _order(c: dict[str, np.ndarray], order: str, per_query: int | None):
-    """(entries in page order, rank of each, group sizes) after the per-query cut."""
+def _order(c: dict[str, np.ndarray], order: str, per_query: int | None, limit: int | None):
+    """(entries in page order, rank of each, group sizes) after the per-query cut, and
+    only the first ``limit`` entries in page order when a limit is given."""
     a = c["pairs"][:, 0]
     by_query = np.lexsort((c["record"], -c["score"], a))  # query, best first, stable
     sa = a[by_query]
@@ -122,12 +126,13 @@ def _order(c: dict[str, np.ndarray], order: str, per_query: int | None):
     group_start = np.flatnonzero(new)
     rank = np.arange(len(sa)) - np.repeat(group_start, np.diff(np.append(group_start, len(sa))))
     keep = rank < per_query if per_query is not None else np.ones(len(sa), bool)
-    entries, rank = by_query[keep], rank[keep] + 1
+    entries, rank = by_query[keep][:limit], rank[keep][:limit] + 1
     if order == "query":
         sizes = np.diff(np.append(np.flatnonzero(rank == 1), len(entries)))
         return entries, rank, sizes
-    by_score = np.lexsort((c["record"][entries], -c["score"][entries]))
-    return entries[by_score], np.arange(1, len(entries) + 1), np.ones(len(entries), np.int64)
+    entries = by_query[keep]
+    by_score = np.lexsort((c["record"][entries], -c["score"][entries]))[:limit]
+    return entries[by_score], np.arange(1, len(by_score) + 1), np.ones(len(by_score), np.int64)
 
 
 def _loader(fingerprint: dict, data_dir: str | None):
@@ -215,12 +220,15 @@ def _page_maps(c, e: np.ndarray, maps_a, maps_b, n_tok: int) -> np.ndarray:
     return maps
 
 
-def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progress):
+def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progress, corr):
     """Writes one ``data/pages/*.js`` per page; returns (the queries [[key, page]], the grid).
 
     ``queries`` lists the page of each query's best pair (rank 1) when ``by_query``, else is
-    empty.
+    empty. ``corr`` = (``_report_c.CSource``, the number of leading entries that carry C): a
+    page's pairs among those carry C (``_report_c.page_c``), and their maps are C's
+    marginals unless the job's maps are the same method's.
     """
+    source, with_c = corr
     ends = np.append(starts[1:], len(entries))
     pairs = c["pairs"][entries]
     maps_a = [sh["maps_a"] for sh in shards]
@@ -233,6 +241,14 @@ def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progres
         e = entries[lo:hi]
         maps = _page_maps(c, e, maps_a, maps_b, n_tok)
         pp = pairs[lo:hi]
+        n_c = max(0, min(hi, with_c) - lo)
+        extra = {}
+        if n_c:
+            out = source.pairs(pp[:n_c])
+            if not source.same_maps:  # the maps of the method that C is
+                maps[:n_c, 0] = out["map_a"].reshape(n_c, n_tok)
+                maps[:n_c, 1] = out["map_b"].reshape(n_c, n_tok)
+            extra = _report_c.page_c(out)
         rows_out = [
             [int(r), int(a), int(b), round(float(s), 5), int(k)]
             for r, (a, b), s, k in zip(c["record"][e], pp, c["score"][e], rank[lo:hi], strict=True)
@@ -246,6 +262,7 @@ def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progres
                 "b64": base64.b64encode(maps.astype("<f2").tobytes()).decode("ascii"),
                 "shape": [len(e), 2, n_tok],
             },
+            **extra,
         }
         path = os.path.join(dest, page_path(p))
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -292,6 +309,9 @@ def write_report(
     partial: bool = False,
     data_dir: str | None = None,
     progress: TextIO | None = None,
+    method: str = "paper",
+    loaded=None,
+    matches: int = DEFAULT_MATCHES,
 ) -> str:
     """Writes the HTML report of a batch job.
 
@@ -306,6 +326,13 @@ def write_report(
       partial: report an unfinished job's committed shards.
       data_dir: TFDS data directory of the job's dataset images.
       progress: a stream for progress lines (e.g. ``sys.stderr``), or None.
+      method: whose correspondence C the pages show (``viewer._corr.WITH_C``): ``"paper"``
+        from the job's own folds, another (``"bilrp"``) folded with ``loaded``.
+      loaded: the job's model (``model``, ``variables``; checked against the job): needed
+        by methods other than ``"paper"``.
+      matches: the first this many pairs in page order carry C (a pair's C is N x N
+        float16: 11 kB in base64 for an 8 x 8 grid, 175 kB for 16 x 16). When the job's
+        maps are another method's, only these pairs are reported, with the maps of C.
 
     Returns:
       The path of ``index.html``.
@@ -317,16 +344,19 @@ def write_report(
 
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-    if per_page < 1 or thumb < 1 or (per_query is not None and per_query < 1):
-        raise ValueError("per_page, per_query and thumb must be positive")
+    if per_page < 1 or thumb < 1 or (per_query is not None and per_query < 1) or matches < 0:
+        raise ValueError("per_page, per_query and thumb must be positive, matches >= 0")
     if not os.path.isdir(job):
         raise FileNotFoundError(f"{job}: no such folder (expected a batch job's --out)")
     res = BatchResults(job, partial=partial)
+    c = _collect(res)
+    source = _report_c.CSource(res, method, loaded, data_dir)  # every check, before work
     dest = os.path.abspath(dest or os.path.join(job, "report"))
     _prepare_dest(dest)
 
-    c = _collect(res)
-    entries, rank, sizes = _order(c, order, per_query)
+    entries, rank, sizes = _order(c, order, per_query, None if source.same_maps else matches)
+    with_c = min(matches, len(entries))
+    source.prepare(c["pairs"][entries[:with_c]], progress)
     starts = plan_pages(sizes, per_page) if order == "query" else None
     if starts is None:
         starts = np.arange(0, len(entries), per_page, dtype=np.int64)
@@ -342,8 +372,9 @@ def write_report(
         progress.write(f"report: {len(missing)} images could not be read, first: {missing[0]}\n")
 
     queries, grid = _write_pages(
-        dest, c, entries, rank, starts, keys, res.shards, order == "query", progress
-    )
+        dest, c, entries, rank, starts, keys, res.shards, order == "query", progress,
+        (source, with_c),
+    )  # fmt: skip
     write_text_atomic(
         os.path.join(dest, "data", "queries.js"),
         f"PV_queries({_encode.script_json(queries)});\n",
@@ -369,6 +400,11 @@ def write_report(
         "missing_images": len(missing),
         "finished": not partial or os.path.exists(os.path.join(job, "manifest.json")),
         "cmap": _encode.colormap_lut(cmap),
+        "method": method,
+        "job_method": source.job_method,
+        "c_label": source.label,
+        "c_pairs": with_c,
+        "maps_of_c": with_c > 0 and not source.same_maps,
     }
     return _write_index(dest, meta, missing)
 
