@@ -166,7 +166,8 @@
   const lo = el("span", { id: "lo", class: "tick" });
   const hi = el("span", { id: "hi", class: "tick" });
   const legendText = el("span", { id: "what" });
-  const legend = el("div", { class: "legend" }, lo, bar, hi, legendText);
+  // Fixed heights: text that changes under the pointer must not move the cards.
+  const legend = el("div", { class: "legend steady" }, lo, bar, hi, legendText);
   const how = el("p", {
     class: "hint",
     text:
@@ -179,7 +180,7 @@
     how.textContent +=
       " Point at a patch of either image of a card: its row of C is drawn over the other " +
       "image, with a ring on its best match.";
-  const status = el("p", { id: "status", class: "status info" });
+  const status = el("p", { id: "status", class: "status info steady" });
   const content = el("div", { id: "content" });
   document.body.style.setProperty("--thumb", `${thumbW}px`);
   document.body.append(header, nav, controls, legend, how, status, content);
@@ -285,7 +286,7 @@
     lo.textContent = PVC.fmt(l);
     hi.textContent = PVC.fmt(h);
     legendText.textContent =
-      `C (${M.method}: ${M.c_label}): ${names[side]}'s patch ${rc(i)} with each patch of ` +
+      `C of ${M.method}: ${names[side]}'s patch ${rc(i)} with each patch of ` +
       `${names[other]} (share of the cosine; scale: this patch)`;
     status.textContent =
       `record ${row[0]}: ${names[side]}'s patch ${rc(i)} matches ${names[other]}'s ` +
