@@ -570,3 +570,18 @@ def test_report_method_errors(loaded, topk_job, files, tmp_path, capsys, monkeyp
     assert rc == 0, err
     meta = embedded_data(open(printed, encoding="utf-8").read())
     assert meta["method"] == "bilrp" and meta["pairs"] == meta["c_pairs"] == 4
+
+
+def test_explore_and_report_take_the_one_default_when_it_has_a_c(monkeypatch):
+    from pairviz_jax import argcheck
+    from pairviz_jax.viewer import cli as viewer_cli
+
+    parse = visualize.build_parser().parse_args
+    for argv in (["report", "job"], ["explore", "a.png", "b.png", "--workdir", "run"]):
+        assert viewer_cli.resolve_method(parse(argv)) == argcheck.DEFAULT_METHOD
+        monkeypatch.setattr(viewer_cli, "DEFAULT_METHOD", "bilrp")  # read when it runs
+        assert viewer_cli.resolve_method(parse(argv)) == "bilrp"
+        monkeypatch.setattr(viewer_cli, "DEFAULT_METHOD", "chefer")  # no C: the paper's
+        assert viewer_cli.resolve_method(parse(argv)) == "paper"
+        assert viewer_cli.resolve_method(parse([*argv, "--method", "bilrp"])) == "bilrp"
+        monkeypatch.undo()

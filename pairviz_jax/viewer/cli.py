@@ -53,10 +53,10 @@ def explore_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--method",
-        choices=("paper", "bilrp"),
-        default="paper",
-        help="bilrp: also the second-order C through the whole network, shown first (E "
-        "backward passes per image)",
+        type=_method_with_c,
+        help="paper: C through the rollout (and P); bilrp: also the second-order C through "
+        "the whole network, shown first (E backward passes per image); default "
+        f"{DEFAULT_METHOD} (the one default, when it has a C; else paper)",
     )
     p.add_argument("--display", type=int, default=448, help="image size on the page (px)")
     p.add_argument("--cmap", default="inferno", help="matplotlib colormap of the heatmaps")
@@ -71,8 +71,35 @@ def _source(ref: str):
     return plotting.load_image(ref) if os.path.isfile(ref) else None
 
 
+def resolve_method(args) -> str:
+    """``--method``, else ``DEFAULT_METHOD`` (the one default of every command) when it has
+    a correspondence C, else ``"paper"``."""
+    from pairviz_jax.viewer import _corr
+
+    if args.method is not None:
+        return args.method
+    return DEFAULT_METHOD if DEFAULT_METHOD in _corr.WITH_C else "paper"
+
+
+def _method_with_c(name: str) -> str:
+    """``--method``: a method that has a correspondence C (argparse: exit 2 otherwise)."""
+    from pairviz_jax.viewer import _corr
+
+    why = _corr.problem(name)
+    if why is not None:
+        raise argparse.ArgumentTypeError(f"{name}: {why.split(': ', 1)[1]}")
+    return name
+
+
+def _usage(command: str, message: str) -> None:
+    """A usage error found after parsing: one line, exit status 2 (as argparse's)."""
+    print(f"visualize.py {command}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def explore(args, _plotting=None) -> list[str]:
     from pairviz_jax import plotting
+    from pairviz_jax.viewer import _corr
     from pairviz_jax.viewer import explore as page
 
     if not 64 <= args.display <= 4096:
@@ -83,7 +110,11 @@ def explore(args, _plotting=None) -> list[str]:
         raise plotting.InputError(f"--cmap {args.cmap}: not a matplotlib colormap")
     if not args.out.lower().endswith((".html", ".htm")):
         raise plotting.InputError(f"--out {args.out}: expected an .html file")
+    method = resolve_method(args)
     m = load_model(args)
+    why = _corr.problem(method, m.model)
+    if why is not None:
+        _usage("explore", why)
     depth = getattr(m.model, "depth", None)
     if depth is not None and not 0 <= args.start_layer < depth:
         raise plotting.InputError(f"--start-layer {args.start_layer}: the model has {depth} blocks")
@@ -99,7 +130,7 @@ def explore(args, _plotting=None) -> list[str]:
         head_fusion=args.head_fusion,
         display=args.display,
         cmap=args.cmap,
-        method=args.method,
+        method=method,
     )
     return [page.write_explore(args.out, data)]
 
@@ -128,11 +159,10 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         type=_method_with_c,
-        default=DEFAULT_METHOD,
         help="whose correspondence C the maps and 'what this patch matches' show: paper "
         "(rollout C from the job's own folds, no model needed) or bilrp (second-order C, "
         "BiLRP: needs the job's model, E backward passes per image); default "
-        f"{DEFAULT_METHOD}",
+        f"{DEFAULT_METHOD} (the one default, when it has a C; else paper)",
     )
     p.add_argument(
         "--matches",
@@ -147,22 +177,6 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
     runs.add_model_arguments(p)  # the job's model: only --method bilrp needs it
     for group in p._mutually_exclusive_groups:
         group.required = False
-
-
-def _method_with_c(name: str) -> str:
-    """``--method``: a method that has a correspondence C (argparse: exit 2 otherwise)."""
-    from pairviz_jax.viewer import _corr
-
-    why = _corr.problem(name)
-    if why is not None:
-        raise argparse.ArgumentTypeError(f"{name}: {why.split(': ', 1)[1]}")
-    return name
-
-
-def _usage(message: str) -> None:
-    """A usage error found after parsing: one line, exit status 2 (as argparse's)."""
-    print(f"visualize.py report: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def report(args, _plotting=None) -> list[str]:
@@ -185,16 +199,18 @@ def report(args, _plotting=None) -> list[str]:
         raise plotting.InputError(f"--cmap {args.cmap}: not a matplotlib colormap")
     if args.matches < 0:
         raise plotting.InputError(f"--matches {args.matches}: expected a number of pairs >= 0")
+    method = resolve_method(args)
     model_given = args.workdir is not None or args.weights is not None
-    if args.method != "paper" and not model_given:
+    if method != "paper" and not model_given:
         _usage(
-            f"--method {args.method}: needs the job's model (--workdir RUN or --weights FILE) "
-            "to fold its images"
+            "report",
+            f"--method {method}: needs the job's model (--workdir RUN or --weights FILE) "
+            "to fold its images",
         )
-    loaded = load_model(args) if args.method != "paper" else None
-    why = None if loaded is None else _corr.problem(args.method, loaded.model)
+    loaded = load_model(args) if method != "paper" else None
+    why = None if loaded is None else _corr.problem(method, loaded.model)
     if why is not None:
-        _usage(why)
+        _usage("report", why)
     t0 = time.perf_counter()
     try:
         index = rep.write_report(
@@ -208,7 +224,7 @@ def report(args, _plotting=None) -> list[str]:
             partial=args.partial,
             data_dir=args.data_dir,
             progress=sys.stderr,
-            method=args.method,
+            method=method,
             loaded=loaded,
             matches=args.matches,
         )
