@@ -139,6 +139,16 @@ class CSource:
         self.prepare(ids)
         return jax.tree.map(lambda *t: np.concatenate(t), *(self._folds[int(i)] for i in ids))
 
+    def meta(self, with_c: int) -> dict[str, Any]:
+        """What the report's page says of its C (``with_c``: the pairs that carry it)."""
+        return {
+            "method": self.method,
+            "job_method": self.job_method,
+            "c_label": self.label,
+            "c_pairs": int(with_c),
+            "maps_of_c": with_c > 0 and not self.same_maps,
+        }
+
     def pairs(self, pairs: np.ndarray) -> dict[str, np.ndarray]:
         """C of the pairs [n, 2] (image indices): ``viewer._corr.pairs``' dict."""
         pairs = np.asarray(pairs, np.int64).reshape(-1, 2)

@@ -192,6 +192,15 @@ def _write_thumbs(dest, keys, indices, loader, size, progress) -> list[str]:
     return missing
 
 
+def _thumbs(dest, res, used, data_dir, size, progress) -> list[str]:
+    """The thumbnails of images ``used``; returns (and says) the ones that could not be read."""
+    loader = _loader(res.fingerprint, data_dir)
+    missing = _write_thumbs(dest, res.images, used.tolist(), loader, size, progress)
+    if missing and progress is not None:
+        progress.write(f"report: {len(missing)} images could not be read, first: {missing[0]}\n")
+    return missing
+
+
 def _prepare_dest(dest: str) -> None:
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise ValueError(f"--dest {dest}: is a file, expected a folder")
@@ -326,13 +335,10 @@ def write_report(
       partial: report an unfinished job's committed shards.
       data_dir: TFDS data directory of the job's dataset images.
       progress: a stream for progress lines (e.g. ``sys.stderr``), or None.
-      method: whose correspondence C the pages show (``viewer._corr.WITH_C``): ``"paper"``
-        from the job's own folds, another (``"bilrp"``) folded with ``loaded``.
-      loaded: the job's model (``model``, ``variables``; checked against the job): needed
-        by methods other than ``"paper"``.
-      matches: the first this many pairs in page order carry C (a pair's C is N x N
-        float16: 11 kB in base64 for an 8 x 8 grid, 175 kB for 16 x 16). When the job's
-        maps are another method's, only these pairs are reported, with the maps of C.
+      method: whose C the pages show (``_report_c.CSource``): ``"paper"`` or ``"bilrp"``.
+      loaded: the job's model (checked against the job), for methods other than the paper's.
+      matches: the first this many pairs in page order carry C (N x N float16 each); when
+        the job's maps are another method's, only these pairs are reported, with C's maps.
 
     Returns:
       The path of ``index.html``.
@@ -357,19 +363,16 @@ def write_report(
     entries, rank, sizes = _order(c, order, per_query, None if source.same_maps else matches)
     with_c = min(matches, len(entries))
     source.prepare(c["pairs"][entries[:with_c]], progress)
-    starts = plan_pages(sizes, per_page) if order == "query" else None
-    if starts is None:
+    if order == "query":
+        starts = plan_pages(sizes, per_page)
+    else:
         starts = np.arange(0, len(entries), per_page, dtype=np.int64)
     used = np.unique(c["pairs"][entries])
     keys = res.images
 
     fp = res.fingerprint
-    loader = _loader(fp, data_dir)
     image_size = list(fp.get("loader", {}).get("image_size", [thumb, thumb]))
-    stored = max(1, min(thumb, max(image_size)))
-    missing = _write_thumbs(dest, keys, used.tolist(), loader, stored, progress)
-    if missing and progress is not None:
-        progress.write(f"report: {len(missing)} images could not be read, first: {missing[0]}\n")
+    missing = _thumbs(dest, res, used, data_dir, max(1, min(thumb, max(image_size))), progress)
 
     queries, grid = _write_pages(
         dest, c, entries, rank, starts, keys, res.shards, order == "query", progress,
@@ -400,11 +403,7 @@ def write_report(
         "missing_images": len(missing),
         "finished": not partial or os.path.exists(os.path.join(job, "manifest.json")),
         "cmap": _encode.colormap_lut(cmap),
-        "method": method,
-        "job_method": source.job_method,
-        "c_label": source.label,
-        "c_pairs": with_c,
-        "maps_of_c": with_c > 0 and not source.same_maps,
+        **source.meta(with_c),
     }
     return _write_index(dest, meta, missing)
 
