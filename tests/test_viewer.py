@@ -570,6 +570,8 @@ def test_report_method_errors(loaded, topk_job, files, tmp_path, capsys, monkeyp
     assert rc == 0, err
     meta = embedded_data(open(printed, encoding="utf-8").read())
     assert meta["method"] == "bilrp" and meta["pairs"] == meta["c_pairs"] == 4
+    rc, _, err = _run(["report", topk_job, *dest, *argv, "--matches", "0"], capsys)
+    assert rc == 1 and "--matches 0: the job's maps are paper's" in err
 
 
 def test_explore_and_report_take_the_one_default_when_it_has_a_c(monkeypatch):

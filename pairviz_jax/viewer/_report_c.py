@@ -36,6 +36,8 @@ class CSource:
       loaded: the job's model (``model``, ``variables``): needed by methods other than
         ``"paper"``, unused by it.
       data_dir: TFDS data directory of the job's dataset images.
+      matches: the pairs that will carry C (at least 1 when the job's maps are another
+        method's: only those pairs are reported).
 
     Attributes:
       method, label (one line: which C, from which paper), job_method (the method of the
@@ -46,7 +48,7 @@ class CSource:
         model that is not the job's, or a job without its folds.
     """
 
-    def __init__(self, res, method: str, loaded=None, data_dir: str | None = None):
+    def __init__(self, res, method: str, loaded=None, data_dir: str | None = None, matches=1):
         fp = res.fingerprint
         self.method = method
         self.job_method = fp.get("method") or "paper"
@@ -54,6 +56,11 @@ class CSource:
         why = _corr.problem(method, None if loaded is None else loaded.model)
         if why is not None:
             raise ValueError(why)
+        if not self.same_maps and matches < 1:
+            raise ValueError(
+                f"--matches {matches}: the job's maps are {self.job_method}'s, so --method "
+                f"{method} reports only the pairs that carry its C; expected at least 1"
+            )
         if method == "paper":
             conv = fp.get("convention") or "authors"
             start = fp.get("start_layer") or 0

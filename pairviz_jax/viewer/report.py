@@ -356,7 +356,7 @@ def write_report(
         raise FileNotFoundError(f"{job}: no such folder (expected a batch job's --out)")
     res = BatchResults(job, partial=partial)
     c = _collect(res)
-    source = _report_c.CSource(res, method, loaded, data_dir)  # every check, before work
+    source = _report_c.CSource(res, method, loaded, data_dir, matches)  # checks, before work
     dest = os.path.abspath(dest or os.path.join(job, "report"))
     _prepare_dest(dest)
 
