@@ -288,21 +288,26 @@
     legendText.textContent =
       `C of ${M.method}: ${names[side]}'s patch ${rc(i)} with each patch of ` +
       `${names[other]} (share of the cosine; scale: this patch)`;
+    const tiny = Math.abs(rest) <= 1e-6 * Math.abs(row[3]) + 1e-9;
     status.textContent =
       `record ${row[0]}: ${names[side]}'s patch ${rc(i)} matches ${names[other]}'s ` +
-      `${rc(best)} best (${PVC.fmt(values[best])}); its row of C sums to ${PVC.fmt(sum)}, ` +
-      `+ ${PVC.fmt(rest)} not on ${names[other]}'s patches = ${PVC.fmt(sum + rest)}, ` +
-      `${names[side]}'s map there.`;
+      `${rc(best)} best (${PVC.fmt(values[best])}); its row of C sums to ${PVC.fmt(sum)}` +
+      (tiny
+        ? ` = ${names[side]}'s map there.`
+        : `, + ${PVC.fmt(rest)} not on ${names[other]}'s patches = ${PVC.fmt(sum + rest)}, ` +
+          `${names[side]}'s map there.`);
     document.body.dataset.match = `${k}:${side}:${i}:${best}`;
   }
 
   function matchable(C, card, stages) {
     stages.forEach((st, side) => {
       st.classList.add("matchable");
-      st.addEventListener("pointermove", (ev) => {
+      const show = (ev) => {
         const i = patchAt(st, ev);
         if (i !== null) showMatch(C, card, side, i);
-      });
+      };
+      st.addEventListener("pointermove", show);
+      st.addEventListener("pointerdown", show); // a tap on a touch screen
       st.addEventListener("pointerleave", () => {
         card.draw();
         mapLegend();
