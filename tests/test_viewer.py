@@ -587,3 +587,28 @@ def test_explore_and_report_take_the_one_default_when_it_has_a_c(monkeypatch):
         assert viewer_cli.resolve_method(parse(argv)) == "paper"
         assert viewer_cli.resolve_method(parse([*argv, "--method", "bilrp"])) == "bilrp"
         monkeypatch.undo()
+
+
+def test_report_of_a_bilrp_job_keeps_its_maps_and_every_pair(loaded, tmp_path):
+    out = str(tmp_path / "job")
+    batch.run_batch(
+        loaded.model, loaded.variables, batch.ImageLoader(SIZE, "demo"), out,
+        images=batch.image_keys("demo:test:8"), top_k=2, method="bilrp", progress=False,
+    )  # fmt: skip
+    index = report.write_report(out, str(tmp_path / "r"), method="bilrp", loaded=loaded,
+                                matches=10, per_page=6)  # fmt: skip
+    meta = embedded_data(open(index, encoding="utf-8").read())
+    assert meta["pairs"] == 16 and meta["c_pairs"] == 10 and not meta["maps_of_c"]
+    res = batch.BatchResults(out)
+    with_c = 0
+    for body in _pages(str(tmp_path / "r")):
+        maps = decode(body["maps"])
+        for k, row in enumerate(body["rows"]):  # the job's own (bilrp) maps, every pair
+            assert np.array_equal(maps[k, 0], res.get(row[0])["maps_a"].ravel().astype(np.float32))
+        if "corr" in body:  # C's row sums + rest: those maps (float16 on both sides)
+            corr, rests, cs, rs = _c_of(body)
+            n = len(corr)
+            bound = 64 * F16 * cs.reshape(-1, 1) + F16 * (rs.reshape(-1, 1) + np.abs(maps[:n, 0]))
+            assert np.all(np.abs(corr.sum(-1) + rests[:, 0] - maps[:n, 0]) <= bound)
+            with_c += n
+    assert with_c == 10
