@@ -134,7 +134,7 @@ def test_explore_bilrp_shows_the_second_order_c_first(loaded):
     )
     rows = decode(got["corr"]).sum(-1) + decode(got["rest_a"])
     np.testing.assert_allclose(rows, np.ravel(cons["map_a"][0]), atol=1e-3 * top * 64)
-    with pytest.raises(ValueError, match="method='lrp'"):
+    with pytest.raises(ValueError, match="--method lrp: is not a method"):
         explore.explore_data(loaded, a, b, display=64, method="lrp")
 
 
@@ -424,3 +424,191 @@ def test_report_command_and_errors(topk_job, tmp_path, capsys):
     assert rc == 1 and "not finished" in err and "partial" in err
     rc, _, err = _run(["report", unfinished, "--partial"], capsys)
     assert rc == 1 and "no written pairs" in err
+
+
+# ----------------------------------------------------------------------------- report --method
+
+F16 = 2.0**-11  # float16 keeps 11 significant bits: |x - f16(x)| <= F16 |x| (normal range)
+
+
+def _c_of(body):
+    """A page's C [n, N, N] and rests [n, 2, N], decoded with their per-pair scales
+    (independently of the page's JavaScript), and the scales."""
+
+    def rows(obj):
+        raw = np.frombuffer(base64.b64decode(obj["b64"]), "<f2").astype(np.float32)
+        scales = np.asarray(obj["scales"], np.float32)
+        raw = raw.reshape(obj["shape"])
+        return raw * scales.reshape(-1, *[1] * (raw.ndim - 1)), scales
+
+    (corr, cs), (rests, rs) = rows(body["corr"]), rows(body["rests"])
+    return corr, rests, cs, rs
+
+
+def _job_inputs(loaded, res, pairs):
+    """The job's model inputs of the images of ``pairs`` [n, 2], read as the job read them."""
+    loader = batch.ImageLoader(SIZE, "demo")
+    xa = np.stack([loader(res.images[a]) for a, _ in pairs])
+    xb = np.stack([loader(res.images[b]) for _, b in pairs])
+    return xa, xb
+
+
+def _assert_c(corr, cs, want):
+    """Page C == the library's C for the same pairs, to float16's rounding of each pair's
+    largest entry (the page's encoding) plus float32's over N terms."""
+    tol = (F16 + 64 * 2.0**-24) * cs.reshape(-1, 1, 1)
+    assert np.all(np.abs(corr - np.asarray(want["corr"])) <= tol)
+
+
+def test_report_method_paper_embeds_the_jobs_rollout_c(loaded, topk_job, tmp_path):
+    dest = str(tmp_path / "rep")
+    index = report.write_report(topk_job, dest, per_page=16, matches=20)
+    meta = embedded_data(open(index, encoding="utf-8").read())
+    assert meta["method"] == "paper" and meta["c_pairs"] == 20 and not meta["maps_of_c"]
+    assert "rollout C" in meta["c_label"] and "WACV 2022" in meta["c_label"]
+    assert "transpose" in meta["c_label"] and meta["pairs"] == 280  # every pair, 20 with C
+    pages = _pages(dest)
+    assert [len(_c_of(b)[0]) if "corr" in b else 0 for b in pages[:3]] == [14, 6, 0]
+    res = batch.BatchResults(topk_job)
+    for body in pages[:2]:
+        corr, rests, cs, rs = _c_of(body)
+        n = len(corr)
+        pairs = np.asarray([r[1:3] for r in body["rows"][:n]])
+        xa, xb = _job_inputs(loaded, res, pairs)
+        fa, fb = (explain.features(loaded.model, loaded.variables, x) for x in (xa, xb))
+        want = explain.correspondence(fa, fb, aligned=True, convention="transpose")
+        _assert_c(corr, cs, want)
+        # Its row sums plus the rest are the job's map (float16), its total the cosine.
+        maps = decode(body["maps"])[:n]
+        top = cs.reshape(-1, 1) * 64 * F16 + rs.reshape(-1, 1) * F16
+        assert np.all(np.abs(corr.sum(-1) + rests[:, 0] - maps[:, 0]) <= top + F16 * 0.1)
+        total = corr.sum((1, 2)) + rests.sum((1, 2)) + np.asarray(body["rest"])
+        scores = np.asarray([r[3] for r in body["rows"][:n]])
+        assert np.all(np.abs(total - scores) <= 64 * 64 * F16 * cs + 128 * F16 * rs + 1e-5)
+
+
+def test_report_method_bilrp_embeds_the_second_order_c(loaded, topk_job, tmp_path):
+    dest = str(tmp_path / "bilrp")
+    index = report.write_report(topk_job, dest, per_page=16, matches=10, method="bilrp",
+                                loaded=loaded)  # fmt: skip
+    meta = embedded_data(open(index, encoding="utf-8").read())
+    assert meta["method"] == "bilrp" and meta["job_method"] == "paper" and meta["maps_of_c"]
+    assert "BiLRP" in meta["c_label"] and "Eberle et al., TPAMI 2020" in meta["c_label"]
+    assert meta["pairs"] == meta["c_pairs"] == 10  # the job's maps are not bilrp's: C's only
+    pages = _pages(dest)
+    rows = [r for b in pages for r in b["rows"]]
+    assert len(rows) == 10 and all("corr" in b for b in pages)
+    res = batch.BatchResults(topk_job)
+    for body in pages:
+        corr, rests, cs, rs = _c_of(body)
+        pairs = np.asarray([r[1:3] for r in body["rows"]])
+        xa, xb = _job_inputs(loaded, res, pairs)
+        ia, ib = (explain.Inputs(loaded.model, loaded.variables, x) for x in (xa, xb))
+        want = explain.correspondence(ia, ib, aligned=True, method="bilrp")
+        _assert_c(corr, cs, want)
+        # The maps drawn are C's marginals (the conservative maps), not the job's.
+        maps = decode(body["maps"])
+        np.testing.assert_allclose(maps[:, 0], np.asarray(want["map_a"]).reshape(-1, 64),
+                                   rtol=F16, atol=2.0**-24)  # fmt: skip
+        np.testing.assert_allclose(maps[:, 1], np.asarray(want["map_b"]).reshape(-1, 64),
+                                   rtol=F16, atol=2.0**-24)  # fmt: skip
+        # C + the rests (biases, prefix tokens) sum to the pair's cosine (bilrp: exact).
+        total = corr.sum((1, 2)) + rests.sum((1, 2)) + np.asarray(body["rest"])
+        scores = np.asarray([r[3] for r in body["rows"]])
+        assert np.all(np.abs(total - scores) <= 64 * 64 * F16 * cs + 128 * F16 * rs + 1e-5)
+        np.testing.assert_allclose(body["score"], scores, atol=1e-5)
+
+
+def test_with_c_is_the_registrys_folding_methods():
+    from pairviz_jax.explain.methods import METHODS
+    from pairviz_jax.viewer import _corr
+
+    assert set(_corr.WITH_C) == {"paper"} | {k for k, m in METHODS.items() if m.fold}
+    assert set(_corr.SOURCES) == set(_corr.WITH_C)
+
+
+def test_report_method_errors(loaded, topk_job, files, tmp_path, capsys, monkeypatch):
+    from pairviz_jax.viewer import cli as viewer_cli
+    from tests.test_explain import _TinyCNN
+
+    dest = ["--dest", tmp_path / "r"]
+
+    def usage(argv):
+        with pytest.raises(SystemExit) as e:
+            visualize.main([str(x) for x in ["report", topk_job, *dest, *argv]])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "r").exists()  # before any work
+        return err
+
+    assert "chefer: gives per-patch maps only" in usage(["--method", "chefer"])
+    assert "nope: is not a method" in usage(["--method", "nope"])
+    assert "needs the job's model" in usage(["--method", "bilrp"])
+    cnn = _TinyCNN()
+    cnn_vars = cnn.init(jax.random.PRNGKey(1), jnp.zeros((1, 8, 8, 3)))
+    fake = LoadedModel(cnn, cnn_vars, (8, 8), None, None, "cnn")
+    monkeypatch.setattr(viewer_cli, "load_model", lambda args: fake)
+    err = usage(["--method", "bilrp", "--weights", files / "vit.npz"])
+    assert "needs a ViT" in err and "_TinyCNN" in err
+    monkeypatch.undo()
+    # Another model than the job's: refused (input), before any work.
+    rc, _, err = _run(["report", topk_job, *dest, "--method", "bilrp", "--weights",
+                       files / "vit.npz", "--normalization", "demo"], capsys)  # fmt: skip
+    assert rc == 1 and "not the one the job ran with" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    # The default is the one default method, and the page says which C it shows.
+    rc, printed, err = _run(["report", topk_job, *dest, "--matches", "3"], capsys)
+    assert rc == 0, err
+    meta = embedded_data(open(printed, encoding="utf-8").read())
+    from pairviz_jax import argcheck
+
+    assert meta["method"] == argcheck.DEFAULT_METHOD and meta["c_pairs"] == 3
+    # --method bilrp with the job's model, from its weight file.
+    checkpoints.save(tmp_path / "job_model.npz", loaded.variables, loaded.model)
+    argv = ["--method", "bilrp", "--weights", tmp_path / "job_model.npz", "--normalization", "demo"]
+    rc, printed, err = _run(["report", topk_job, *dest, *argv, "--matches", "4"], capsys)
+    assert rc == 0, err
+    meta = embedded_data(open(printed, encoding="utf-8").read())
+    assert meta["method"] == "bilrp" and meta["pairs"] == meta["c_pairs"] == 4
+    rc, _, err = _run(["report", topk_job, *dest, *argv, "--matches", "0"], capsys)
+    assert rc == 1 and "--matches 0: the job's maps are paper's" in err
+
+
+def test_explore_and_report_take_the_one_default_when_it_has_a_c(monkeypatch):
+    from pairviz_jax import argcheck
+    from pairviz_jax.viewer import cli as viewer_cli
+
+    parse = visualize.build_parser().parse_args
+    for argv in (["report", "job"], ["explore", "a.png", "b.png", "--workdir", "run"]):
+        assert viewer_cli.resolve_method(parse(argv)) == argcheck.DEFAULT_METHOD
+        monkeypatch.setattr(viewer_cli, "DEFAULT_METHOD", "bilrp")  # read when it runs
+        assert viewer_cli.resolve_method(parse(argv)) == "bilrp"
+        monkeypatch.setattr(viewer_cli, "DEFAULT_METHOD", "chefer")  # no C: the paper's
+        assert viewer_cli.resolve_method(parse(argv)) == "paper"
+        assert viewer_cli.resolve_method(parse([*argv, "--method", "bilrp"])) == "bilrp"
+        monkeypatch.undo()
+
+
+def test_report_of_a_bilrp_job_keeps_its_maps_and_every_pair(loaded, tmp_path):
+    out = str(tmp_path / "job")
+    batch.run_batch(
+        loaded.model, loaded.variables, batch.ImageLoader(SIZE, "demo"), out,
+        images=batch.image_keys("demo:test:8"), top_k=2, method="bilrp", progress=False,
+    )  # fmt: skip
+    index = report.write_report(out, str(tmp_path / "r"), method="bilrp", loaded=loaded,
+                                matches=10, per_page=6)  # fmt: skip
+    meta = embedded_data(open(index, encoding="utf-8").read())
+    assert meta["pairs"] == 16 and meta["c_pairs"] == 10 and not meta["maps_of_c"]
+    res = batch.BatchResults(out)
+    with_c = 0
+    for body in _pages(str(tmp_path / "r")):
+        maps = decode(body["maps"])
+        for k, row in enumerate(body["rows"]):  # the job's own (bilrp) maps, every pair
+            assert np.array_equal(maps[k, 0], res.get(row[0])["maps_a"].ravel().astype(np.float32))
+        if "corr" in body:  # C's row sums + rest: those maps (float16 on both sides)
+            corr, rests, cs, rs = _c_of(body)
+            n = len(corr)
+            bound = 64 * F16 * cs.reshape(-1, 1) + F16 * (rs.reshape(-1, 1) + np.abs(maps[:n, 0]))
+            assert np.all(np.abs(corr.sum(-1) + rests[:, 0] - maps[:n, 0]) <= bound)
+            with_c += n
+    assert with_c == 10

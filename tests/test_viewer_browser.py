@@ -423,3 +423,59 @@ def test_report_of_1e5_pairs_is_quick_to_write_and_to_open(driver, loaded, tmp_p
             f"{drawn} ms, with its images {shown} ms (from navigation start)"
         )
     assert os.path.getsize(index) < 100_000  # the page itself does not grow with the job
+
+
+def hover_card(driver, k, which, i):
+    """Moves the pointer onto patch i of stage ``which`` (0: top, 1: bottom) of card k."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    stage = driver.find_elements(By.CSS_SELECTOR, f'.card[data-k="{k}"] .stage')[which]
+    r, c = divmod(i, GRID)
+    cell = THUMB // GRID
+    dx, dy = int((c + 0.5) * cell) - THUMB // 2, int((r + 0.5) * cell) - THUMB // 2
+    ActionChains(driver).move_to_element_with_offset(stage, dx, dy).perform()
+
+
+def test_report_hover_draws_the_methods_c_and_moves_the_match(driver, loaded, topk_job, tmp_path):
+    from tests.test_viewer import _c_of
+
+    dest = str(tmp_path / "report_c")
+    index = report.write_report(topk_job, dest, per_page=16, thumb=THUMB, method="bilrp",
+                                loaded=loaded, matches=7)  # fmt: skip
+    meta = embedded_data(open(index, encoding="utf-8").read())
+    lut = lut_of(meta)
+    open_page(driver, index, ready="0")
+    text = driver.find_element("id", "cinfo").text
+    assert "BiLRP" in text and "Eberle et al., TPAMI 2020" in text and "bilrp" in text
+    body = page_json(open(os.path.join(dest, report.page_path(0))).read())[1]
+    corr, _, cs, _ = _c_of(body)
+    for k in (0, 3):
+        c = corr[k]
+        # query order: the result (B) on top (stage 0), the query (A) below (stage 1).
+        for side, stage, rows in ((0, 1, c), (1, 0, c.T)):
+            peaks = []
+            for i in clear_peaks(rows):
+                hover_card(driver, k, stage, i)
+                best = int(rows[i].argmax())
+                wait_for(driver, f"return document.body.dataset.match === '{k}:{side}:{i}:{best}'")
+                other = 2 * k + (0 if side == 0 else 1)  # the partner's canvas (B: top)
+                drawn = sampled_indices(driver, ".card canvas.heat", lut, (GRID, GRID), nth=other)
+                assert drawn.argmax() == best  # drawn brightest where C's row peaks
+                lo, hi = rows[i].min(), rows[i].max()
+                assert np.abs(drawn - expected_indices(rows[i], lo, hi)).max() <= 1
+                peaks.append(best)
+            assert len(set(peaks)) == len(peaks) >= 2  # the match moved with the pointer
+    status = driver.find_element("id", "status").text
+    assert "matches the query's" in status and "the result's map there" in status
+    # Leaving the card draws its two maps again: the maps of C (its marginals).
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).move_to_element(driver.find_element("tag name", "h1")).perform()
+    wait_for(driver, "return document.body.dataset.match === ''")
+    maps = decode(body["maps"])[3]
+    lo, hi = maps.min(), maps.max()
+    top = sampled_indices(driver, ".card canvas.heat", lut, (GRID, GRID), nth=6)
+    bottom = sampled_indices(driver, ".card canvas.heat", lut, (GRID, GRID), nth=7)
+    assert np.abs(top - expected_indices(maps[1], lo, hi)).max() <= 1
+    assert np.abs(bottom - expected_indices(maps[0], lo, hi)).max() <= 1

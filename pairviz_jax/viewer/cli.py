@@ -14,6 +14,8 @@ import sys
 import time
 from typing import NamedTuple
 
+from pairviz_jax.argcheck import DEFAULT_METHOD
+
 
 class Subcommand(NamedTuple):
     """``options``: the shared option groups of visualize.py it takes (``"model"``)."""
@@ -51,10 +53,10 @@ def explore_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--method",
-        choices=("paper", "bilrp"),
-        default="paper",
-        help="bilrp: also the second-order C through the whole network, shown first (E "
-        "backward passes per image)",
+        type=_method_with_c,
+        help="paper: C through the rollout (and P); bilrp: also the second-order C through "
+        "the whole network, shown first (E backward passes per image); default "
+        f"{DEFAULT_METHOD} (the one default, when it has a C; else paper)",
     )
     p.add_argument("--display", type=int, default=448, help="image size on the page (px)")
     p.add_argument("--cmap", default="inferno", help="matplotlib colormap of the heatmaps")
@@ -69,8 +71,35 @@ def _source(ref: str):
     return plotting.load_image(ref) if os.path.isfile(ref) else None
 
 
+def resolve_method(args) -> str:
+    """``--method``, else ``DEFAULT_METHOD`` (the one default of every command) when it has
+    a correspondence C, else ``"paper"``."""
+    from pairviz_jax.viewer import _corr
+
+    if args.method is not None:
+        return args.method
+    return DEFAULT_METHOD if DEFAULT_METHOD in _corr.WITH_C else "paper"
+
+
+def _method_with_c(name: str) -> str:
+    """``--method``: a method that has a correspondence C (argparse: exit 2 otherwise)."""
+    from pairviz_jax.viewer import _corr
+
+    why = _corr.problem(name)
+    if why is not None:
+        raise argparse.ArgumentTypeError(f"{name}: {why.split(': ', 1)[1]}")
+    return name
+
+
+def _usage(command: str, message: str) -> None:
+    """A usage error found after parsing: one line, exit status 2 (as argparse's)."""
+    print(f"visualize.py {command}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def explore(args, _plotting=None) -> list[str]:
     from pairviz_jax import plotting
+    from pairviz_jax.viewer import _corr
     from pairviz_jax.viewer import explore as page
 
     if not 64 <= args.display <= 4096:
@@ -81,7 +110,11 @@ def explore(args, _plotting=None) -> list[str]:
         raise plotting.InputError(f"--cmap {args.cmap}: not a matplotlib colormap")
     if not args.out.lower().endswith((".html", ".htm")):
         raise plotting.InputError(f"--out {args.out}: expected an .html file")
+    method = resolve_method(args)
     m = load_model(args)
+    why = _corr.problem(method, m.model)
+    if why is not None:
+        _usage("explore", why)
     depth = getattr(m.model, "depth", None)
     if depth is not None and not 0 <= args.start_layer < depth:
         raise plotting.InputError(f"--start-layer {args.start_layer}: the model has {depth} blocks")
@@ -97,7 +130,7 @@ def explore(args, _plotting=None) -> list[str]:
         head_fusion=args.head_fusion,
         display=args.display,
         cmap=args.cmap,
-        method=args.method,
+        method=method,
     )
     return [page.write_explore(args.out, data)]
 
@@ -123,10 +156,32 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partial", action="store_true", help="report an unfinished job's shards")
     p.add_argument("--data-dir", help="TFDS data directory of prepared datasets")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    p.add_argument(
+        "--method",
+        type=_method_with_c,
+        help="whose correspondence C the maps and 'what this patch matches' show: paper "
+        "(rollout C from the job's own folds, no model needed) or bilrp (second-order C, "
+        "BiLRP: needs the job's model, E backward passes per image); default "
+        f"{DEFAULT_METHOD} (the one default, when it has a C; else paper)",
+    )
+    p.add_argument(
+        "--matches",
+        type=int,
+        default=480,
+        help="the first N pairs carry C (N x N floats per pair: about 11 kB for an 8 x 8 "
+        "grid, 175 kB for 16 x 16); with a method other than the job's, only these are "
+        "reported (default 480, 10 pages of 48)",
+    )
+    from pairviz_jax import runs
+
+    runs.add_model_arguments(p)  # the job's model: only --method bilrp needs it
+    for group in p._mutually_exclusive_groups:
+        group.required = False
 
 
 def report(args, _plotting=None) -> list[str]:
     from pairviz_jax import plotting
+    from pairviz_jax.viewer import _corr
     from pairviz_jax.viewer import report as rep
 
     checks = [
@@ -142,6 +197,20 @@ def report(args, _plotting=None) -> list[str]:
 
     if args.cmap not in matplotlib.colormaps:
         raise plotting.InputError(f"--cmap {args.cmap}: not a matplotlib colormap")
+    if args.matches < 0:
+        raise plotting.InputError(f"--matches {args.matches}: expected a number of pairs >= 0")
+    method = resolve_method(args)
+    model_given = args.workdir is not None or args.weights is not None
+    if method != "paper" and not model_given:
+        _usage(
+            "report",
+            f"--method {method}: needs the job's model (--workdir RUN or --weights FILE) "
+            "to fold its images",
+        )
+    loaded = load_model(args) if method != "paper" else None
+    why = None if loaded is None else _corr.problem(method, loaded.model)
+    if why is not None:
+        _usage("report", why)
     t0 = time.perf_counter()
     try:
         index = rep.write_report(
@@ -155,6 +224,9 @@ def report(args, _plotting=None) -> list[str]:
             partial=args.partial,
             data_dir=args.data_dir,
             progress=sys.stderr,
+            method=method,
+            loaded=loaded,
+            matches=args.matches,
         )
     except (ValueError, FileNotFoundError) as e:
         raise plotting.InputError(" ".join(str(e).split())) from None

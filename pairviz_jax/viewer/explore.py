@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pairviz_jax._util import write_text_atomic
-from pairviz_jax.viewer import _encode
+from pairviz_jax.viewer import _corr, _encode
 
 __all__ = ["explore_data", "explore_html", "write_explore"]
 
@@ -35,7 +35,7 @@ _LEVEL_LABELS = {
     "cnn": "feature-map cells (C = P)",
     "bilrp": "patches, second order (BiLRP: C = W_A W_B^T)",
 }
-METHODS = ("paper", "bilrp")
+METHODS = _corr.WITH_C
 
 _ABOUT_BILRP = """
 <p>Second order (<code>--method bilrp</code>): C = W<sub>A</sub> W<sub>B</sub><sup>T</sup>
@@ -139,32 +139,34 @@ def explore_data(
 
     from pairviz_jax import explain
 
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}: the explore page shows {' or '.join(METHODS)}")
-    if method == "bilrp" and not getattr(loaded.model, "has_attention", False):
-        raise ValueError("method 'bilrp' needs a ViT; this model has no attention")
+    why = _corr.problem(method, loaded.model)
+    if why is not None:
+        raise ValueError(why)
     if example_a.image.shape != example_b.image.shape:
         raise ValueError(
             f"A and B must both be at the model's input size, got {example_a.image.shape} and "
             f"{example_b.image.shape}"
         )
     x = loaded.prepare(np.stack([example_a.image, example_b.image]))
+    kw = dict(convention=convention, start_layer=start_layer, head_fusion=head_fusion)
     f = explain.features(loaded.model, loaded.variables, x, head_fusion=head_fusion)
-    fa, fb = f.slice(0, 1), f.slice(1, 2)
-    kw = dict(aligned=True, convention=convention, start_layer=start_layer, head_fusion=head_fusion)
     has_attention = f.attention is not None
     levels: dict[str, Any] = {}
-    patch = jax.device_get(explain.correspondence(fa, fb, **kw))
+    # C through the rollout: the same path as the report's (viewer._corr).
+    folded = _corr.fold(loaded.model, loaded.variables, x, "paper", **kw)
+    patch = _corr.pairs(_corr.take(folded, [0]), _corr.take(folded, [1]))
     if has_attention:
         levels["patch"] = _level(patch, _LEVEL_LABELS["patch"])
-        token = jax.device_get(explain.correspondence(fa, fb, level="token", **kw))
+        token = jax.device_get(
+            explain.correspondence(f.slice(0, 1), f.slice(1, 2), aligned=True, level="token", **kw)
+        )
         levels["token"] = _level(token, _LEVEL_LABELS["token"])
     else:
         levels["patch"] = _level(patch, _LEVEL_LABELS["cnn"])
-    if method == "bilrp":
-        a, b = (explain.Inputs(loaded.model, loaded.variables, x[i : i + 1]) for i in (0, 1))
-        second = jax.device_get(explain.correspondence(a, b, aligned=True, method="bilrp"))
-        levels = {"bilrp": _level(second, _LEVEL_LABELS["bilrp"]), **levels}
+    if method != "paper":
+        folded = _corr.fold(loaded.model, loaded.variables, x, method)
+        second = _corr.pairs(_corr.take(folded, [0]), _corr.take(folded, [1]))
+        levels = {method: _level(second, _LEVEL_LABELS[method]), **levels}
     grid_a = tuple(int(g) for g in patch["map_a"].shape[-2:])
     grid_b = tuple(int(g) for g in patch["map_b"].shape[-2:])
     score = float(np.asarray(patch["score"][0]))
@@ -185,9 +187,7 @@ def explore_data(
         "score": score,
         "convention": convention,
         "method": _method(convention, start_layer, head_fusion, has_attention)
-        + (
-            "; second order: C = W_A W_B^T (BiLRP, conservative rules)" if method == "bilrp" else ""
-        ),
+        + (f"; second order: {_corr.describe(method)}" if method != "paper" else ""),
         "images": shown,
         "levels": levels,
         "default_level": next(iter(levels)),

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from pairviz_jax._util import Progress, write_text_atomic
-from pairviz_jax.viewer import _encode
+from pairviz_jax.viewer import _encode, _report_c
 
 __all__ = ["page_path", "plan_pages", "thumb_path", "write_report"]
 
@@ -46,6 +46,9 @@ CSP = (
     "style-src 'unsafe-inline'"
 )
 ORDERS = ("query", "score")
+# Pairs whose C the report embeds by default (``--matches``): 10 pages of 48; bounded so a
+# report of 10^6 pairs stays the size of its maps (ViT-B/16's 16 x 16 grid: 84 MB of C).
+DEFAULT_MATCHES = 480
 _MARKER = "report.json"
 
 
@@ -112,8 +115,9 @@ def _collect(res) -> dict[str, np.ndarray]:
     }
 
 
-def _order(c: dict[str, np.ndarray], order: str, per_query: int | None):
-    """(entries in page order, rank of each, group sizes) after the per-query cut."""
+def _order(c: dict[str, np.ndarray], order: str, per_query: int | None, limit: int | None):
+    """(entries in page order, rank of each, group sizes) after the per-query cut, and
+    only the first ``limit`` entries in page order when a limit is given."""
     a = c["pairs"][:, 0]
     by_query = np.lexsort((c["record"], -c["score"], a))  # query, best first, stable
     sa = a[by_query]
@@ -122,12 +126,13 @@ def _order(c: dict[str, np.ndarray], order: str, per_query: int | None):
     group_start = np.flatnonzero(new)
     rank = np.arange(len(sa)) - np.repeat(group_start, np.diff(np.append(group_start, len(sa))))
     keep = rank < per_query if per_query is not None else np.ones(len(sa), bool)
-    entries, rank = by_query[keep], rank[keep] + 1
+    entries, rank = by_query[keep][:limit], rank[keep][:limit] + 1
     if order == "query":
         sizes = np.diff(np.append(np.flatnonzero(rank == 1), len(entries)))
         return entries, rank, sizes
-    by_score = np.lexsort((c["record"][entries], -c["score"][entries]))
-    return entries[by_score], np.arange(1, len(entries) + 1), np.ones(len(entries), np.int64)
+    entries = by_query[keep]
+    by_score = np.lexsort((c["record"][entries], -c["score"][entries]))[:limit]
+    return entries[by_score], np.arange(1, len(by_score) + 1), np.ones(len(by_score), np.int64)
 
 
 def _loader(fingerprint: dict, data_dir: str | None):
@@ -187,6 +192,15 @@ def _write_thumbs(dest, keys, indices, loader, size, progress) -> list[str]:
     return missing
 
 
+def _thumbs(dest, res, used, data_dir, size, progress) -> list[str]:
+    """The thumbnails of images ``used``; returns (and says) the ones that could not be read."""
+    loader = _loader(res.fingerprint, data_dir)
+    missing = _write_thumbs(dest, res.images, used.tolist(), loader, size, progress)
+    if missing and progress is not None:
+        progress.write(f"report: {len(missing)} images could not be read, first: {missing[0]}\n")
+    return missing
+
+
 def _prepare_dest(dest: str) -> None:
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise ValueError(f"--dest {dest}: is a file, expected a folder")
@@ -215,12 +229,15 @@ def _page_maps(c, e: np.ndarray, maps_a, maps_b, n_tok: int) -> np.ndarray:
     return maps
 
 
-def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progress):
+def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progress, corr):
     """Writes one ``data/pages/*.js`` per page; returns (the queries [[key, page]], the grid).
 
     ``queries`` lists the page of each query's best pair (rank 1) when ``by_query``, else is
-    empty.
+    empty. ``corr`` = (``_report_c.CSource``, the number of leading entries that carry C): a
+    page's pairs among those carry C (``_report_c.page_c``), and their maps are C's
+    marginals unless the job's maps are the same method's.
     """
+    source, with_c = corr
     ends = np.append(starts[1:], len(entries))
     pairs = c["pairs"][entries]
     maps_a = [sh["maps_a"] for sh in shards]
@@ -233,6 +250,14 @@ def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progres
         e = entries[lo:hi]
         maps = _page_maps(c, e, maps_a, maps_b, n_tok)
         pp = pairs[lo:hi]
+        n_c = max(0, min(hi, with_c) - lo)
+        extra = {}
+        if n_c:
+            out = source.pairs(pp[:n_c])
+            if not source.same_maps:  # the maps of the method that C is
+                maps[:n_c, 0] = out["map_a"].reshape(n_c, n_tok)
+                maps[:n_c, 1] = out["map_b"].reshape(n_c, n_tok)
+            extra = _report_c.page_c(out)
         rows_out = [
             [int(r), int(a), int(b), round(float(s), 5), int(k)]
             for r, (a, b), s, k in zip(c["record"][e], pp, c["score"][e], rank[lo:hi], strict=True)
@@ -246,6 +271,7 @@ def _write_pages(dest, c, entries, rank, starts, keys, shards, by_query, progres
                 "b64": base64.b64encode(maps.astype("<f2").tobytes()).decode("ascii"),
                 "shape": [len(e), 2, n_tok],
             },
+            **extra,
         }
         path = os.path.join(dest, page_path(p))
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -292,6 +318,9 @@ def write_report(
     partial: bool = False,
     data_dir: str | None = None,
     progress: TextIO | None = None,
+    method: str = "paper",
+    loaded=None,
+    matches: int = DEFAULT_MATCHES,
 ) -> str:
     """Writes the HTML report of a batch job.
 
@@ -306,6 +335,10 @@ def write_report(
       partial: report an unfinished job's committed shards.
       data_dir: TFDS data directory of the job's dataset images.
       progress: a stream for progress lines (e.g. ``sys.stderr``), or None.
+      method: whose C the pages show (``_report_c.CSource``): ``"paper"`` or ``"bilrp"``.
+      loaded: the job's model (checked against the job), for methods other than the paper's.
+      matches: the first this many pairs in page order carry C (N x N float16 each); when
+        the job's maps are another method's, only these pairs are reported, with C's maps.
 
     Returns:
       The path of ``index.html``.
@@ -317,33 +350,34 @@ def write_report(
 
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-    if per_page < 1 or thumb < 1 or (per_query is not None and per_query < 1):
-        raise ValueError("per_page, per_query and thumb must be positive")
+    if per_page < 1 or thumb < 1 or (per_query is not None and per_query < 1) or matches < 0:
+        raise ValueError("per_page, per_query and thumb must be positive, matches >= 0")
     if not os.path.isdir(job):
         raise FileNotFoundError(f"{job}: no such folder (expected a batch job's --out)")
     res = BatchResults(job, partial=partial)
+    c = _collect(res)
+    source = _report_c.CSource(res, method, loaded, data_dir, matches)  # checks, before work
     dest = os.path.abspath(dest or os.path.join(job, "report"))
     _prepare_dest(dest)
 
-    c = _collect(res)
-    entries, rank, sizes = _order(c, order, per_query)
-    starts = plan_pages(sizes, per_page) if order == "query" else None
-    if starts is None:
+    entries, rank, sizes = _order(c, order, per_query, None if source.same_maps else matches)
+    with_c = min(matches, len(entries))
+    source.prepare(c["pairs"][entries[:with_c]], progress)
+    if order == "query":
+        starts = plan_pages(sizes, per_page)
+    else:
         starts = np.arange(0, len(entries), per_page, dtype=np.int64)
     used = np.unique(c["pairs"][entries])
     keys = res.images
 
     fp = res.fingerprint
-    loader = _loader(fp, data_dir)
     image_size = list(fp.get("loader", {}).get("image_size", [thumb, thumb]))
-    stored = max(1, min(thumb, max(image_size)))
-    missing = _write_thumbs(dest, keys, used.tolist(), loader, stored, progress)
-    if missing and progress is not None:
-        progress.write(f"report: {len(missing)} images could not be read, first: {missing[0]}\n")
+    missing = _thumbs(dest, res, used, data_dir, max(1, min(thumb, max(image_size))), progress)
 
     queries, grid = _write_pages(
-        dest, c, entries, rank, starts, keys, res.shards, order == "query", progress
-    )
+        dest, c, entries, rank, starts, keys, res.shards, order == "query", progress,
+        (source, with_c),
+    )  # fmt: skip
     write_text_atomic(
         os.path.join(dest, "data", "queries.js"),
         f"PV_queries({_encode.script_json(queries)});\n",
@@ -369,6 +403,7 @@ def write_report(
         "missing_images": len(missing),
         "finished": not partial or os.path.exists(os.path.join(job, "manifest.json")),
         "cmap": _encode.colormap_lut(cmap),
+        **source.meta(with_c),
     }
     return _write_index(dest, meta, missing)
 

@@ -100,6 +100,20 @@
       el("b", { text: M.model || "(unnamed)" }),
       ` · ${M.convention} convention · ${summary}` + (M.finished ? "" : " · job not finished"),
     ),
+    el("p", {
+      class: "meta",
+      id: "cinfo",
+      text:
+        `What a patch matches: ${M.c_label}, method ${M.method}; ` +
+        (M.c_pairs
+          ? `C is embedded for the first ${M.c_pairs.toLocaleString()} pairs` +
+            (M.c_pairs < M.pairs ? " (report --matches N for more)" : "") +
+            "; point at a patch of a card's image. "
+          : "no C embedded (report --matches 0). ") +
+        (M.maps_of_c
+          ? `The maps are this C's marginals (${M.method}), not the job's (${M.job_method}).`
+          : `The maps are the job's (${M.job_method}).`),
+    }),
   );
   const pageInput = el("input", {
     type: "number",
@@ -152,7 +166,8 @@
   const lo = el("span", { id: "lo", class: "tick" });
   const hi = el("span", { id: "hi", class: "tick" });
   const legendText = el("span", { id: "what" });
-  const legend = el("div", { class: "legend" }, lo, bar, hi, legendText);
+  // Fixed heights: text that changes under the pointer must not move the cards.
+  const legend = el("div", { class: "legend steady" }, lo, bar, hi, legendText);
   const how = el("p", {
     class: "hint",
     text:
@@ -161,7 +176,11 @@
           "its map against that result (bottom)."
         : "Each card: image A with its map against B (top), and B with its map against A.",
   });
-  const status = el("p", { id: "status", class: "status info" });
+  if (M.c_pairs)
+    how.textContent +=
+      " Point at a patch of either image of a card: its row of C is drawn over the other " +
+      "image, with a ring on its best match.";
+  const status = el("p", { id: "status", class: "status info steady" });
   const content = el("div", { id: "content" });
   document.body.style.setProperty("--thumb", `${thumbW}px`);
   document.body.append(header, nav, controls, legend, how, status, content);
@@ -196,9 +215,137 @@
     return c;
   }
 
+  // ------------------------------------------------------------------ what a patch matches
+  function patchAt(stageEl, ev) {
+    const rect = stageEl.getBoundingClientRect();
+    const x = (ev.clientX - rect.left) / rect.width;
+    const y = (ev.clientY - rect.top) / rect.height;
+    if (x < 0 || y < 0 || x >= 1 || y >= 1) return null;
+    return Math.floor(y * gh) * gw + Math.floor(x * gw);
+  }
+
+  function argmax(values) {
+    let best = 0;
+    for (let k = 1; k < values.length; k++) if (values[k] > values[best]) best = k;
+    return best;
+  }
+
+  const rc = (i) => `(row ${Math.floor(i / gw)}, col ${i % gw})`;
+
+  function ring(canvas, i) {
+    const ctx = canvas.getContext("2d");
+    const cw = canvas.width / gw;
+    const ch = canvas.height / gh;
+    const r = Math.floor(i / gw);
+    const c = i % gw;
+    const lw = Math.max(1.5, canvas.width / 100);
+    ctx.beginPath();
+    ctx.arc((c + 0.5) * cw, (r + 0.5) * ch, Math.max(cw, ch) * 0.75, 0, 2 * Math.PI);
+    ctx.lineWidth = lw * 2;
+    ctx.strokeStyle = "rgba(0,0,0,0.7)";
+    ctx.stroke();
+    ctx.lineWidth = lw;
+    ctx.strokeStyle = "#7CFC00";
+    ctx.stroke();
+  }
+
+  function box(canvas, i) {
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    const cw = canvas.width / gw;
+    const ch = canvas.height / gh;
+    ctx.lineWidth = Math.max(1.5, canvas.width / 100);
+    ctx.strokeStyle = "#ffffff";
+    ctx.strokeRect((i % gw) * cw, Math.floor(i / gw) * ch, cw, ch);
+  }
+
+  // Row i of pair k's C (side 0: A's patch over B) or column i (side 1: B's patch over A).
+  function cRow(C, k, side, i) {
+    const base = k * N * N;
+    if (side === 0) return C.corr.subarray(base + i * N, base + (i + 1) * N);
+    const out = new Float32Array(N);
+    for (let j = 0; j < N; j++) out[j] = C.corr[base + j * N + i];
+    return out;
+  }
+
+  function showMatch(C, card, side, i) {
+    const { k, row, canvases } = card;
+    const scale = C.scales[k];
+    const values = cRow(C, k, side, i).map((v) => v * scale);
+    const other = 1 - side;
+    const [l, h] = PVC.range(values);
+    for (const c of canvases) c.style.display = "";
+    PVC.drawMap(canvases[other], values, gh, gw, l, h, colors, state.smooth);
+    const best = argmax(values);
+    ring(canvases[other], best);
+    box(canvases[side], i);
+    const rest = C.rests[(k * 2 + side) * N + i] * C.rscales[k];
+    let sum = 0;
+    for (const v of values) sum += v;
+    const names = M.order === "query" ? ["the query", "the result"] : ["A", "B"];
+    lo.textContent = PVC.fmt(l);
+    hi.textContent = PVC.fmt(h);
+    legendText.textContent =
+      `C of ${M.method}: ${names[side]}'s patch ${rc(i)} with each patch of ` +
+      `${names[other]} (share of the cosine; scale: this patch)`;
+    const tiny = Math.abs(rest) <= 1e-6 * Math.abs(row[3]) + 1e-9;
+    status.textContent =
+      `record ${row[0]}: ${names[side]}'s patch ${rc(i)} matches ${names[other]}'s ` +
+      `${rc(best)} best (${PVC.fmt(values[best])}); its row of C sums to ${PVC.fmt(sum)}` +
+      (tiny
+        ? ` = ${names[side]}'s map there.`
+        : `, + ${PVC.fmt(rest)} not on ${names[other]}'s patches = ${PVC.fmt(sum + rest)}, ` +
+          `${names[side]}'s map there.`);
+    document.body.dataset.match = `${k}:${side}:${i}:${best}`;
+  }
+
+  function matchable(C, card, stages) {
+    stages.forEach((st, side) => {
+      st.classList.add("matchable");
+      const show = (ev) => {
+        const i = patchAt(st, ev);
+        if (i !== null) showMatch(C, card, side, i);
+      };
+      st.addEventListener("pointermove", show);
+      st.addEventListener("pointerdown", show); // a tap on a touch screen
+      st.addEventListener("pointerleave", () => {
+        card.draw();
+        mapLegend();
+        document.body.dataset.match = "";
+      });
+    });
+  }
+
+  const mapsOf = M.maps_of_c ? M.method : M.job_method;
+  function mapLegend() {
+    if (state.scale === "page") {
+      lo.textContent = PVC.fmt(state.pageRange[0]);
+      hi.textContent = PVC.fmt(state.pageRange[1]);
+      legendText.textContent =
+        `map value (${mapsOf}: share of the cosine per patch), one scale for the page`;
+    } else {
+      lo.textContent = "pair's lowest";
+      hi.textContent = "highest";
+      legendText.textContent =
+        `map value (${mapsOf}: share of the cosine per patch); both maps of a pair on one ` +
+        "scale (point at a pair for its numbers)";
+    }
+  }
+
+  function decodeC(data) {
+    if (!data.corr) return null;
+    return {
+      corr: PVC.f16({ b64: data.corr.b64 }),
+      scales: data.corr.scales,
+      rests: PVC.f16({ b64: data.rests.b64 }),
+      rscales: data.rests.scales,
+    };
+  }
+
   function render(p, data) {
     state.data = data;
     const maps = PVC.f16(data.maps); // [n, 2, N]
+    const C = decodeC(data);
     const pageRange = PVC.range(maps);
     const drawn = [];
     content.replaceChildren();
@@ -210,10 +357,22 @@
       const mA = maps.subarray((2 * k) * N, (2 * k + 1) * N);
       const mB = maps.subarray((2 * k + 1) * N, (2 * k + 2) * N);
       drawn.push([ca, mA, mB], [cb, mB, mA]);
-      const stages =
-        M.order === "query"
-          ? [stage(b, names, cb), stage(a, names, ca)]
-          : [stage(a, names, ca), stage(b, names, cb)];
+      const sa = stage(a, names, ca);
+      const sb = stage(b, names, cb);
+      const stages = M.order === "query" ? [sb, sa] : [sa, sb];
+      if (C && k < C.scales.length) {
+        const info = {
+          k,
+          row,
+          canvases: [ca, cb],
+          draw: () => {
+            drawOne(ca, mA, mB);
+            drawOne(cb, mB, mA);
+            if (!state.show) for (const x of [ca, cb]) x.style.display = "none";
+          },
+        };
+        matchable(C, info, [sa, sb]);
+      }
       const caption =
         M.order === "query"
           ? el("div", { class: "name", title: names[b], text: short(names[b]) })
@@ -266,7 +425,7 @@
       data.rows.forEach((row, k) => results.append(card(k, row)));
       content.append(results);
     }
-    for (const [canvas, values, partner] of drawn) {
+    function drawOne(canvas, values, partner) {
       let [l, h] = pageRange;
       if (state.scale === "pair") {
         const [a0, a1] = PVC.range(values);
@@ -276,17 +435,9 @@
       }
       PVC.drawMap(canvas, values, gh, gw, l, h, colors, state.smooth);
     }
-    if (state.scale === "page") {
-      lo.textContent = PVC.fmt(pageRange[0]);
-      hi.textContent = PVC.fmt(pageRange[1]);
-      legendText.textContent = "map value (share of the cosine per patch), one scale for the page";
-    } else {
-      lo.textContent = "pair's lowest";
-      hi.textContent = "highest";
-      legendText.textContent =
-        "map value (share of the cosine per patch); both maps of a pair on one scale " +
-        "(point at a pair for its numbers)";
-    }
+    for (const [canvas, values, partner] of drawn) drawOne(canvas, values, partner);
+    state.pageRange = pageRange;
+    mapLegend();
     status.textContent = data.rows.length
       ? `page ${(p + 1).toLocaleString()} of ${M.pages.toLocaleString()}: ` +
         `${data.rows.length} pairs`
