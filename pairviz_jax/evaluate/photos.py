@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from pairviz_jax._util import atomic_path
-from pairviz_jax.evaluate.core import measure
+from pairviz_jax.evaluate.core import forward_batch, measure
 from pairviz_jax.evaluate.results import Faithfulness, concatenate
 
 # The default kinds: every method but integrated gradients (the slow reference) and every
@@ -171,6 +171,35 @@ def _merged(parts, config, split: str, num_pairs: int) -> Faithfulness:
     return result
 
 
+BATCH = 8  # pairs per compiled map computation
+EMBED_BATCH = 8  # images per forward (8 is fastest for ViT-S/14 at 224 px on 2 CPU cores)
+CHUNK = 20  # pairs per resumable chunk
+
+
+def compiled_shapes(
+    num_pairs: int,
+    *,
+    distractor: bool,
+    kinds: Sequence[str],
+    steps: int,
+    curve_pairs: int | None,
+    baseline: str = "mean",
+    batch_size: int = BATCH,
+    embed_batch_size: int = EMBED_BATCH,
+    chunk: int = CHUNK,
+) -> tuple[int, int, int]:
+    """The shapes ``evaluate_photos`` compiles for (its first chunk's): ``(map rows per call,
+    partners per row, images per forward)``; the methods figure reuses them."""
+    b = min(chunk, num_pairs)
+    k = 2 if distractor else 1
+    c = b if curve_pairs is None else max(0, min(curve_pairs, b))
+    return (
+        min(batch_size, b),
+        k,
+        forward_batch(b, k, c, len(kinds), steps, baseline, embed_batch_size),
+    )
+
+
 def evaluate_photos(
     loaded,
     num_pairs: int = 100,
@@ -183,9 +212,9 @@ def evaluate_photos(
     curve_pairs: int | None = None,
     baseline: str = "mean",
     seed: int = 0,
-    batch_size: int = 8,
-    embed_batch_size: int = 8,
-    chunk: int = 20,
+    batch_size: int = BATCH,
+    embed_batch_size: int = EMBED_BATCH,
+    chunk: int = CHUNK,
     cache_dir: str | None = None,
     log: Callable[[str], None] | None = log_stderr,
     make_pairs: Callable[..., dict] | None = None,
