@@ -47,7 +47,7 @@ def _figure_maps(loaded, x, emb_p, group, method_options, layout):
     [2, 2, E]; the single pair's partner repeated).
 
     ``layout`` None: one call of that shape. ``(size, k)``: calls of ``size`` rows against
-    ``k`` partners, the shape the evaluation compiled, so the figure compiles nothing new:
+    ``k`` partners (the shape the evaluation compiled, when shared: nothing new compiles):
     k = 1 takes the rows (pair 0, partner 0), (pair 1, partner 0), (pair 1, partner 1);
     k = 2 both pairs against both partners.
     """
@@ -71,9 +71,9 @@ def _rows(loaded, datas, kinds, method_options, log=None, share=None):
     """[(distractor, partner uint8, B uint8, masks [K, S, S], {kind: map [S, S]}, score, j)]
     for the first pair of each of ``datas`` (the pair, then the distractor pair).
 
-    Both pairs go through one call per map kind (the paper's maps and the baselines share one
-    forward): B of both stacked [2, S, S, 3], each against K = 2 partners (the single pair's
-    partner repeated), so each method compiles once for the figure. ``share``: the
+    One call per map kind (the paper's maps and the baselines share one forward, B of both
+    pairs [2, S, S, 3] against K = 2 partners, the single pair's repeated; a method: the three
+    rows, each against its partner), so each method compiles once for the figure. ``share``: the
     evaluation's ``(kinds, map rows per call, partners per call, images per forward)``; its
     kinds are computed in its shapes instead (``_figure_maps``), the paper's maps and
     baselines as its one group, so the figure reuses what the evaluation compiles.
@@ -101,7 +101,12 @@ def _rows(loaded, datas, kinds, method_options, log=None, share=None):
     maps = {}
     for group in filter(None, groups):
         t = time.perf_counter()
-        layout = (size, k) if share and set(group) <= set(shared_kinds) else None
+        if share and set(group) <= set(shared_kinds):
+            layout = (size, k)
+        elif group[0] in FEATURE_KINDS:
+            layout = None  # one forward serves both pairs
+        else:  # the three rows, no backward pass for a repeated partner
+            layout = (3, 1)
         got = _figure_maps(loaded, jnp.asarray(x), emb_p, group, method_options, layout)
         maps.update({kk: np.asarray(got[kk]) for kk in group if kk in kinds})
         if log:
