@@ -154,6 +154,25 @@ def _geometry(loaded, out, half, pairs, methods, cache) -> str:
     return f"{title}\n\n{r.table()}"
 
 
+def _figure(loaded, figure, kinds, methods, method_options, photo_sizes) -> list[str]:
+    """``--figure``: every method on a photo pair and a distractor pair ([] without it).
+    ``photo_sizes``: the photo evaluation's sizes (``photos.compiled_shapes``' arguments),
+    whose compiled maps the figure reuses; None: the figure's own shapes."""
+    if not figure:
+        return []
+    from pairviz_jax.evaluate.figures import FIGURE_KINDS, methods_figure
+    from pairviz_jax.evaluate.photos import compiled_shapes
+
+    os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
+    shown = [k for k in FIGURE_KINDS if not methods or k in kinds]
+    share = None if photo_sizes is None else (kinds, *compiled_shapes(**photo_sizes))
+    return [
+        methods_figure(
+            loaded, figure, kinds=shown, method_options=method_options, log=_progress, share=share
+        )
+    ]
+
+
 def run(
     loaded,
     *,
@@ -200,33 +219,15 @@ def run(
             method_options=method_options,
             cache=cache,
         )
-    drawn = []
-    if figure:
-        from pairviz_jax.evaluate.figures import FIGURE_KINDS, methods_figure
-        from pairviz_jax.evaluate.photos import compiled_shapes
-
-        os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
-        shown = [k for k in FIGURE_KINDS if not methods or k in kinds]
-        share = None
-        if photos:  # the figure's maps in the evaluation's compiled shapes
-            share = (kinds,) + compiled_shapes(
-                100 if pairs is None else pairs,
-                distractor=distractor,
-                kinds=kinds,
-                steps=8 if steps is None else steps,
-                curve_pairs=CURVE_PAIRS if curve_pairs is None else curve_pairs,
-                baseline=baseline,
-            )
-        drawn.append(
-            methods_figure(
-                loaded,
-                figure,
-                kinds=shown,
-                method_options=method_options,
-                log=_progress,
-                share=share,
-            )
-        )
+    sizes = dict(
+        num_pairs=100 if pairs is None else pairs,
+        distractor=distractor,
+        kinds=kinds,
+        steps=8 if steps is None else steps,
+        curve_pairs=CURVE_PAIRS if curve_pairs is None else curve_pairs,
+        baseline=baseline,
+    )
+    drawn = _figure(loaded, figure, kinds, methods, method_options, sizes if photos else None)
     note = "paired differences (mean ± standard error over the same pairs; > 0: method better)"
     if not photos:
         result = evaluate_demo(
@@ -243,17 +244,7 @@ def run(
         text = f"{result.table()}\n\n{note}\n{result.comparisons()}"
         return text, [plot_curves(result, out, title=loaded.label), *drawn]
     cache = cache or os.path.splitext(out)[0] + "_chunks"
-    results = evaluate_photos(
-        loaded,
-        100 if pairs is None else pairs,
-        distractor=distractor,
-        kinds=kinds,
-        method_options=method_options,
-        steps=8 if steps is None else steps,
-        curve_pairs=CURVE_PAIRS if curve_pairs is None else curve_pairs,
-        baseline=baseline,
-        cache_dir=cache,
-    )
+    results = evaluate_photos(loaded, method_options=method_options, cache_dir=cache, **sizes)
     texts, paths = [], []
     stem, ext = os.path.splitext(out)
     variant = "with a distractor" if distractor else "one object"

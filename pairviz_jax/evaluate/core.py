@@ -43,6 +43,18 @@ def forward_batch(
     return min(most, max(first, curve_pairs * kinds * 2 * (steps - 1)))
 
 
+def _embeddings(embed, partners, images, base, baseline, size):
+    """Unit embeddings of the partners [B, K, E], the images [B, E] and the baselines [C, E]:
+    one stream of batches of ``size`` images (the mean baseline, zeros for every pair,
+    embedded once), the shape every forward of ``measure`` has."""
+    b, k = partners.shape[:2]
+    c = len(base)
+    rows, base_in = (np.zeros(c, int), base[:1]) if baseline == "mean" else (np.arange(c), base)
+    first = np.concatenate([partners.reshape(b * k, *partners.shape[2:]), images, base_in])
+    emb = ms.embed_batches(embed, lambda s, e: first[s:e], len(first), size)
+    return emb[: b * k].reshape(b, k, -1), emb[b * k : b * k + b], emb[b * k + b :][rows]
+
+
 def _checked(images, partners, masks, steps: int):
     """``measure``'s inputs as float32 / bool arrays; ValueError on a shape that does not fit."""
     images = np.asarray(images, np.float32)
@@ -229,20 +241,8 @@ def measure(
     grid = model.grid(images.shape)
     c = b if curve_pairs is None else max(0, min(curve_pairs, b))
     base = ms.baseline_images(images[:c], baseline, images.shape[1] // grid[0])
-    if baseline == "mean":  # zeros: the same image for every pair, embedded once
-        base_rows = np.zeros(c, int)
-        base_in = base[:1]
-    else:
-        base_rows = np.arange(c)
-        base_in = base
-    # Partners, images and baselines in one stream, and every forward of the call (the
-    # curves' too) in batches of one size: one compiled shape of the forward.
-    first = np.concatenate([partners.reshape(b * k, *partners.shape[2:]), images, base_in])
     size = forward_batch(b, k, c, len(kinds), steps, baseline, embed_batch_size)
-    emb = ms.embed_batches(embed, lambda s, e: first[s:e], len(first), size)
-    emb_p = emb[: b * k].reshape(b, k, -1)
-    unit_x = emb[b * k : b * k + b]
-    unit_base = emb[b * k + b :][base_rows]
+    emb_p, unit_x, unit_base = _embeddings(embed, partners, images, base, baseline, size)
     scores = (unit_x * emb_p[:, 0]).sum(-1)
     seconds["embeddings"] = time.perf_counter() - t0
     say(f"embedded {b} pairs ({seconds['embeddings']:.1f} s)")

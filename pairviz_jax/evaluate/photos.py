@@ -128,10 +128,11 @@ def log_stderr(msg: str) -> None:
 
 
 def _chunk(
-    loaded, split, s, e, curve_pairs, *, num_pairs, config, cache_dir, draw, measure_kw, log
+    loaded, split, s, e, curve_pairs, *, num_pairs, config, cache_dir, draw, measure_kw, log, state
 ) -> Faithfulness:
     """Pairs ``s .. e-1`` of one half: read from ``cache_dir`` if kept there, else measured
-    (and kept). ``draw(range, split=...)`` draws them; the maps are dropped."""
+    (and kept). ``draw(range, split=...)`` draws them; the maps are dropped. ``state``:
+    ``{"measured": bool}``, whether a chunk of this call was measured before (it compiled)."""
     key = hashlib.sha1(
         json.dumps({**config, "split": split, "pairs": [s, e]}, sort_keys=True).encode()
     ).hexdigest()[:12]
@@ -141,7 +142,9 @@ def _chunk(
             log(f"photos half {split}: pairs {s}-{e - 1} from {path}")
         return _load(path)
     if log:
-        log(f"photos half {split}: pairs {s}-{e - 1} of {num_pairs} (first: compiles)")
+        note = "" if state["measured"] else " (first: compiles)"
+        log(f"photos half {split}: pairs {s}-{e - 1} of {num_pairs}{note}")
+    state["measured"] = True
     data = draw(range(s, e), split=split)
     r = measure(
         loaded.model,
@@ -273,7 +276,7 @@ def evaluate_photos(
     measure_kw = dict(kinds=kinds, method_options=method_options, steps=steps, baseline=baseline)
     measure_kw.update(seed=seed, batch_size=batch_size, embed_batch_size=embed_batch_size)
     chunk_kw = dict(num_pairs=num_pairs, config=config, cache_dir=cache_dir, draw=draw)
-    chunk_kw.update(measure_kw=measure_kw, log=log)
+    chunk_kw.update(measure_kw=measure_kw, log=log, state={"measured": False})
     out = {}
     t_start = time.perf_counter()
     total = num_pairs * len(splits)
