@@ -9,6 +9,7 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from pairviz_jax import evaluate as ev
 from pairviz_jax import explain
@@ -43,17 +44,22 @@ def test_curves_pool_every_kind_into_one_compiled_forward(monkeypatch):
     names = ("authors", "rollout", "rollout_mean", "random")
     steps, pairs = 8, 2
     res = ev.evaluate_photos(
-        loaded, pairs, kinds=names, steps=steps, make_pairs=_synthetic_pairs, log=None
+        loaded,
+        pairs,
+        splits=("a",),
+        kinds=names,
+        steps=steps,
+        make_pairs=_synthetic_pairs,
+        log=None,
     )
-    # One compiled shape of the forward for the embeddings and every curve of both halves.
+    # One compiled shape of the forward for the embeddings and every curve.
     assert maps._embed_fn(loaded.model)._cache_size() == 1
     assert set(counted) == {8}
-    # The curves cost what the size asks: per half 2 (S - 1) images per pair and kind, but
+    # The curves cost what the size asks: 2 (S - 1) images per pair and kind, but
     # rollout_mean's images are rollout's (no class token: the same map), embedded once; the
     # partners, images and the mean baseline (one image) come first; the last batch padded.
     distinct = pairs * (len(names) - 1) * 2 * (steps - 1)
-    per_half = math.ceil((pairs + pairs + 1 + distinct) / 8) * 8
-    assert sum(counted) <= 2 * per_half, counted
+    assert sum(counted) <= math.ceil((pairs + pairs + 1 + distinct) / 8) * 8, counted
     # The shared images give rollout_mean exactly rollout's curves.
     for r in res.values():
         for mode in ("deletion", "insertion"):
@@ -97,23 +103,26 @@ def test_pooled_curves_equal_each_kind_alone():
             np.testing.assert_allclose(got[kind][mode], alone, rtol=0, atol=1e-6)
 
 
-def test_the_figure_reuses_the_maps_the_evaluation_compiled(monkeypatch, tmp_path):
-    loaded = _loaded(13)
+@pytest.mark.parametrize("distractor", [False, True])
+def test_the_figure_reuses_the_maps_the_evaluation_compiled(distractor, monkeypatch, tmp_path):
+    loaded = _loaded(14 if distractor else 13)
     monkeypatch.setattr(ev.photos, "photo_pairs", _synthetic_photo_pairs)
     monkeypatch.setattr("pairviz_jax.evaluate.figures.photo_pairs", _synthetic_photo_pairs)
     text, paths = commands.run(
         loaded,
         out=str(tmp_path / "e.png"),
         photos=True,
-        pairs=2,
+        pairs=3 if distractor else 2,
         steps=2,
+        distractor=distractor,
         methods=["chefer", "paper"],
         figure=str(tmp_path / "methods.png"),
     )
     assert str(tmp_path / "methods.png") in paths and "| Chefer" in text
-    # The evaluation's maps of two pairs against one partner, and the figure's three rows
-    # (a pair; a distractor pair against each partner) in calls of that same shape: chefer
-    # compiled for one shape, the paper's maps and the baselines for one (their one group).
+    # The evaluation's maps of 2 pairs against 1 partner (of 3 against 2 with a distractor),
+    # and the figure's rows in calls of that same shape (three rows, a pair and a distractor
+    # pair against each partner; or both pairs against 2 partners): chefer compiled for one
+    # shape, the paper's maps and the baselines for one (their one group).
     m, opts = api._resolve("chefer", loaded.model, {})
     assert api._against_fn(m.name, opts, loaded.model)._cache_size() == 1
     group = ("authors", "transpose", "rollout", "rollout_mean", "gamma")
