@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,47 @@ from pairviz_jax.explain import methods as registry
 # forwards per map kind: 126 of ViT-S/14 at the default 8 steps, the budget of 200 pairs in
 # under 15 minutes on 2 CPU cores).
 CURVE_PAIRS = 20
+
+# The persistent XLA cache of the command line: unset, a folder in the user's cache
+# (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``pairviz-jax/xla``); a path, that folder; ``0``
+# or ``off``, none. A cache JAX was already given (``JAX_COMPILATION_CACHE_DIR``) is kept.
+CACHE_ENV = "PAIRVIZ_XLA_CACHE"
+CACHE_MAX_BYTES = 2 << 30  # beyond this the least recently used programs are dropped
+
+
+def cache_folder(environ=os.environ) -> str | None:
+    """The folder ``PAIRVIZ_XLA_CACHE`` names (``CACHE_ENV``), or None when turned off."""
+    setting = environ.get(CACHE_ENV)
+    if setting is not None and setting.strip().lower() in ("", "0", "off", "no", "false"):
+        return None
+    root = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return setting or os.path.join(root, "pairviz-jax", "xla")
+
+
+def use_compile_cache(environ=os.environ) -> str | None:
+    """Keeps what XLA compiles on disk between runs (JAX's persistent compilation cache), so
+    a second ``evaluate`` with the same model and sizes skips compiling (every method, the
+    forward). Returns the folder, or None (turned off, or not writable: no cache, no error).
+    """
+    import jax
+
+    path = cache_folder(environ)
+    if path is None:
+        return None
+    if jax.config.jax_compilation_cache_dir:  # the user's, or already set
+        return jax.config.jax_compilation_cache_dir
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            return None
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    if importlib.util.find_spec("filelock"):  # JAX's size bound needs it (else unbounded)
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    return path
+
 
 # --method names: the kinds, plus "paper" (both conventions) and "all" (with ig).
 ALIASES = {"paper": ("authors", "transpose"), "all": tuple(k for k in KINDS if k not in BASELINES)}
@@ -112,6 +154,25 @@ def _geometry(loaded, out, half, pairs, methods, cache) -> str:
     return f"{title}\n\n{r.table()}"
 
 
+def _figure(loaded, figure, kinds, methods, method_options, photo_sizes) -> list[str]:
+    """``--figure``: every method on a photo pair and a distractor pair ([] without it).
+    ``photo_sizes``: the photo evaluation's sizes (``photos.compiled_shapes``' arguments),
+    whose compiled maps the figure reuses; None: the figure's own shapes."""
+    if not figure:
+        return []
+    from pairviz_jax.evaluate.figures import FIGURE_KINDS, methods_figure
+    from pairviz_jax.evaluate.photos import compiled_shapes
+
+    os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
+    shown = [k for k in FIGURE_KINDS if not methods or k in kinds]
+    share = None if photo_sizes is None else (kinds, *compiled_shapes(**photo_sizes))
+    return [
+        methods_figure(
+            loaded, figure, kinds=shown, method_options=method_options, log=_progress, share=share
+        )
+    ]
+
+
 def run(
     loaded,
     *,
@@ -130,7 +191,9 @@ def run(
     geometry: str | None = None,
 ) -> tuple[str, list[str]]:
     """Runs one benchmark; returns (the report text, the PNGs written). ``figure``: also
-    draw every method on one photo pair and one distractor pair (``figures``)."""
+    draw every method on one photo pair and one distractor pair (``figures``). What XLA
+    compiles is kept on disk for the next run (``use_compile_cache``; ``PAIRVIZ_XLA_CACHE=0``:
+    not)."""
     for name, value, low in (
         ("--pairs", pairs, 1),
         ("--steps", steps, 1),
@@ -138,6 +201,7 @@ def run(
     ):
         if value is not None and value < low:
             raise ValueError(f"{name} {value}: expected a number >= {low}")
+    use_compile_cache()
     if geometry:  # correspondence against geometry on photo half "a" or "b", ``pairs`` triples
         return _geometry(loaded, out, geometry, pairs, methods, cache), []
     kinds = parse_methods(methods, PHOTO_KINDS if photos else KINDS)
@@ -155,17 +219,15 @@ def run(
             method_options=method_options,
             cache=cache,
         )
-    drawn = []
-    if figure:
-        from pairviz_jax.evaluate.figures import FIGURE_KINDS, methods_figure
-
-        os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
-        shown = [k for k in FIGURE_KINDS if not methods or k in kinds]
-        drawn.append(
-            methods_figure(
-                loaded, figure, kinds=shown, method_options=method_options, log=_progress
-            )
-        )
+    sizes = dict(
+        num_pairs=100 if pairs is None else pairs,
+        distractor=distractor,
+        kinds=kinds,
+        steps=8 if steps is None else steps,
+        curve_pairs=CURVE_PAIRS if curve_pairs is None else curve_pairs,
+        baseline=baseline,
+    )
+    drawn = _figure(loaded, figure, kinds, methods, method_options, sizes if photos else None)
     note = "paired differences (mean ± standard error over the same pairs; > 0: method better)"
     if not photos:
         result = evaluate_demo(
@@ -182,17 +244,7 @@ def run(
         text = f"{result.table()}\n\n{note}\n{result.comparisons()}"
         return text, [plot_curves(result, out, title=loaded.label), *drawn]
     cache = cache or os.path.splitext(out)[0] + "_chunks"
-    results = evaluate_photos(
-        loaded,
-        100 if pairs is None else pairs,
-        distractor=distractor,
-        kinds=kinds,
-        method_options=method_options,
-        steps=8 if steps is None else steps,
-        curve_pairs=CURVE_PAIRS if curve_pairs is None else curve_pairs,
-        baseline=baseline,
-        cache_dir=cache,
-    )
+    results = evaluate_photos(loaded, method_options=method_options, cache_dir=cache, **sizes)
     texts, paths = [], []
     stem, ext = os.path.splitext(out)
     variant = "with a distractor" if distractor else "one object"

@@ -34,6 +34,27 @@ def _padded(x: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad > 0 else x
 
 
+def forward_batch(
+    pairs: int, partners: int, curve_pairs: int, kinds: int, steps: int, baseline: str, most: int
+) -> int:
+    """Images per forward of ``measure``: ``most``, or fewer when the whole call needs
+    fewer (its embeddings, then at most 2 (S - 1) images per curve pair and kind)."""
+    first = pairs * partners + pairs + (1 if baseline == "mean" else curve_pairs)
+    return min(most, max(first, curve_pairs * kinds * 2 * (steps - 1)))
+
+
+def _embeddings(embed, partners, images, base, baseline, size):
+    """Unit embeddings of the partners [B, K, E], the images [B, E] and the baselines [C, E]:
+    one stream of batches of ``size`` images (the mean baseline, zeros for every pair,
+    embedded once), the shape every forward of ``measure`` has."""
+    b, k = partners.shape[:2]
+    c = len(base)
+    rows, base_in = (np.zeros(c, int), base[:1]) if baseline == "mean" else (np.arange(c), base)
+    first = np.concatenate([partners.reshape(b * k, *partners.shape[2:]), images, base_in])
+    emb = ms.embed_batches(embed, lambda s, e: first[s:e], len(first), size)
+    return emb[: b * k].reshape(b, k, -1), emb[b * k : b * k + b], emb[b * k + b :][rows]
+
+
 def _checked(images, partners, masks, steps: int):
     """``measure``'s inputs as float32 / bool arrays; ValueError on a shape that does not fit."""
     images = np.asarray(images, np.float32)
@@ -100,49 +121,49 @@ def _all_maps(
     return {kind: np.concatenate(v) for kind, v in maps.items()}
 
 
-def _curves(
-    embed, grid, images, unit_x, emb_p0, maps0, *, steps, baseline, batch_size, seconds, say
-):
-    """Deletion/insertion curves and their AUCs of the maps against partner 0 of C pairs.
+def _curves(embed, grid, images, ends, emb_p0, maps0, *, steps, base, batch_size, seconds, say):
+    """Deletion/insertion curves and their AUCs of the maps against partner 0 of C pairs: the
+    distinct images of every kind and mode in one stream of same-shape batches
+    (``measures.curves_of_maps``).
 
     Args:
-      images: [C, H, W, C'] explained images; unit_x: their unit embeddings [C, E].
+      images: [C, H, W, C'] explained images; ends: the unit embeddings [C, E] of the images
+        and of their baselines ``base`` [C, H, W, C'].
       emb_p0: partner 0's embeddings [C, E]; maps0: {kind: [C, gh, gw]}.
 
     Returns:
       ``(curves {kind: {mode: [C, steps + 1]}}, metrics {kind: {mode_auc: [C]}})``.
     """
     c = len(images)
-    empty = {"deletion": np.zeros((0, steps + 1)), "insertion": np.zeros((0, steps + 1))}
-    curves: dict[str, dict[str, np.ndarray]] = {kind: dict(empty) for kind in maps0}
-    metrics: dict[str, dict[str, np.ndarray]] = {
-        kind: {"deletion_auc": np.zeros(0), "insertion_auc": np.zeros(0)} for kind in maps0
-    }
     if not c:
-        return curves, metrics
-    patch = images.shape[1] // grid[0]
-    base = ms.baseline_images(images, baseline, patch)
-    ends = (unit_x, ms.embed_in_batches(embed, base, batch_size))
-    unit_p = unit_np(emb_p0)
-    for kind, m in maps0.items():
-        t = time.perf_counter()
-        for mode in ("deletion", "insertion"):
-            curves[kind][mode] = ms.score_curves(
-                embed,
-                images,
-                unit_p,
-                m,
-                grid,
-                mode=mode,
-                steps=steps,
-                baseline=base,
-                batch_size=batch_size,
-                ends=ends,
+        curves = {k: {m: np.zeros((0, steps + 1)) for m in ms.MODES} for k in maps0}
+        return curves, {k: {f"{m}_auc": np.zeros(0) for m in ms.MODES} for k in maps0}
+    t = time.perf_counter()
+    last = [t]
+
+    def progress(done, total):
+        now = time.perf_counter()
+        if now - last[0] >= 5.0 or done == total:
+            last[0] = now
+            say(
+                f"deletion/insertion curves of {c} pairs, {len(maps0)} kinds: "
+                f"{done}/{total} forwards ({now - t:.1f} s)"
             )
-            metrics[kind][f"{mode}_auc"] = ms.auc(curves[kind][mode])
-        seconds[f"curves/{kind}"] = time.perf_counter() - t
-        spent = seconds[f"curves/{kind}"]
-        say(f"deletion/insertion curves of {c} pairs: {kind} ({spent:.1f} s)")
+
+    curves = ms.curves_of_maps(
+        embed,
+        images,
+        unit_np(emb_p0),
+        maps0,
+        grid,
+        steps=steps,
+        baseline=base,
+        batch_size=batch_size,
+        ends=ends,
+        progress=progress,
+    )
+    metrics = {k: {f"{m}_auc": ms.auc(v[m]) for m in ms.MODES} for k, v in curves.items()}
+    seconds["curves"] = time.perf_counter() - t
     return curves, metrics
 
 
@@ -194,15 +215,18 @@ def measure(
       baseline: what deleted patches become, ``"mean"`` or ``"blur"``.
       seed: seed of the random maps.
       batch_size: pairs per compiled map computation (the last batch is padded).
-      embed_batch_size: images per forward of the curves.
+      embed_batch_size: images per forward (the embeddings and the curves; capped at what
+        the call needs, so one compiled shape serves every forward).
       curve_pairs: deletion/insertion on the first this many pairs only (None: all); they
-        cost 2 (S - 1) forwards per pair and kind.
+        cost at most 2 (S - 1) forwards per pair and kind (an image two kinds share, e.g.
+        the same top patches, is embedded once).
       index_offset: the global index of the first pair (seeds of the random maps).
       log: called with a progress line after each step (the embeddings, each method's maps,
-        each method's curves); None: silent.
+        the curves every few seconds); None: silent.
 
     Returns:
-      ``Faithfulness``; ``info["seconds"]`` holds the time spent per kind.
+      ``Faithfulness``; ``info["seconds"]`` holds the time spent per step (``embeddings``,
+      ``features`` and each method's maps, ``curves``).
     """
     kinds = check_kinds(kinds)
     images, partners, masks = _checked(images, partners, masks, steps)
@@ -214,9 +238,11 @@ def measure(
         return np.asarray(explain.embed(model, variables, jnp.asarray(x)))
 
     t0 = time.perf_counter()
-    flat = partners.reshape(b * k, *partners.shape[2:])
-    emb_p = ms.embed_in_batches(embed, flat, embed_batch_size).reshape(b, k, -1)
-    unit_x = ms.embed_in_batches(embed, images, embed_batch_size)
+    grid = model.grid(images.shape)
+    c = b if curve_pairs is None else max(0, min(curve_pairs, b))
+    base = ms.baseline_images(images[:c], baseline, images.shape[1] // grid[0])
+    size = forward_batch(b, k, c, len(kinds), steps, baseline, embed_batch_size)
+    emb_p, unit_x, unit_base = _embeddings(embed, partners, images, base, baseline, size)
     scores = (unit_x * emb_p[:, 0]).sum(-1)
     seconds["embeddings"] = time.perf_counter() - t0
     say(f"embedded {b} pairs ({seconds['embeddings']:.1f} s)")
@@ -234,17 +260,16 @@ def measure(
         seconds=seconds,
         say=say,
     )
-    c = b if curve_pairs is None else max(0, min(curve_pairs, b))
     curves, metrics = _curves(
         embed,
-        model.grid(images.shape),
+        grid,
         images[:c],
-        unit_x[:c],
+        (unit_x[:c], unit_base),
         emb_p[:c, 0],
         {kind: m[:c, 0] for kind, m in maps.items()},
         steps=steps,
-        baseline=baseline,
-        batch_size=embed_batch_size,
+        base=base,
+        batch_size=size,
         seconds=seconds,
         say=say,
     )

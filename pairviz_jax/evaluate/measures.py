@@ -206,19 +206,147 @@ def map_correlation(maps_0: np.ndarray, maps_1: np.ndarray) -> np.ndarray:
 
 
 def embed_in_batches(
-    embed: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int
+    embed: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int, *, pad: bool = False
 ) -> np.ndarray:
     """Unit embeddings [n, E] of images [n, ...] in batches of exactly ``batch_size`` (the last
-    one padded, so a compiled ``embed`` is not compiled again)."""
+    one padded when ``n > batch_size`` or ``pad``, so a compiled ``embed`` is not compiled
+    again)."""
+    n = len(x)
+    return embed_batches(embed, lambda s, e: x[s:e], n, batch_size, pad=pad or n > batch_size)
+
+
+def embed_batches(
+    embed: Callable[[np.ndarray], np.ndarray],
+    make: Callable[[int, int], np.ndarray],
+    n: int,
+    batch_size: int,
+    *,
+    pad: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Unit embeddings [n, E] of n images built batch by batch (``make(s, e)`` gives images
+    s..e-1), each batch padded to exactly ``batch_size`` (its last image repeated) when
+    ``pad``: one compiled shape of ``embed`` for every batch. ``progress(done)`` after each."""
     out = []
-    for s in range(0, len(x), batch_size):
-        chunk = x[s : s + batch_size]
-        pad = batch_size - len(chunk)
-        if pad and len(x) > batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        out.append(np.asarray(embed(chunk))[: batch_size - pad])
-    emb = np.concatenate(out)
-    return unit_np(emb)
+    for s in range(0, n, batch_size):
+        chunk = np.asarray(make(s, min(s + batch_size, n)))
+        k = len(chunk)
+        if pad and k < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - k, axis=0)])
+        out.append(np.asarray(embed(chunk))[:k])
+        if progress:
+            progress(s + k)
+    return unit_np(np.concatenate(out))
+
+
+MODES = ("deletion", "insertion")
+
+
+def curve_images(maps: dict[str, np.ndarray], steps: int, modes=MODES):
+    """The distinct images behind the inner points of every deletion/insertion curve.
+
+    Each inner point s (1 <= s < S) of a curve is the explained image with some tokens shown
+    as the baseline: the top ``round(s N / S)`` of the map's order (deletion) or all but
+    them (insertion). Kinds whose maps rank the same top tokens, and any other coincidence,
+    give the same image: it is listed once.
+
+    Args:
+      maps: {kind: [C, gh, gw]} maps of C explained images.
+      steps: S.
+      modes: ``"deletion"`` and/or ``"insertion"``.
+
+    Returns:
+      ``(pairs, shown, where)``: ``pairs`` int [U] which explained image each distinct image
+      changes, ``shown`` bool [U, N] its tokens shown as the baseline, and ``where``
+      {(kind, mode): int [C, S - 1]} the distinct image of each inner point.
+    """
+    seen: dict[tuple[int, bytes], int] = {}
+    pairs: list[int] = []
+    shown: list[np.ndarray] = []
+    where = {}
+    for kind, m in maps.items():
+        changed = step_masks(patch_order(m), steps)[:, 1:-1]  # [C, S - 1, N]
+        for mode in modes:
+            base_tokens = changed if mode == "deletion" else ~changed
+            idx = np.empty(base_tokens.shape[:2], int)
+            for i, per_pair in enumerate(base_tokens):
+                for s, t in enumerate(per_pair):
+                    key = (i, np.packbits(t).tobytes())
+                    if key not in seen:
+                        seen[key] = len(pairs)
+                        pairs.append(i)
+                        shown.append(t)
+                    idx[i, s] = seen[key]
+            where[(kind, mode)] = idx
+    n = next(iter(maps.values())).shape[1:]
+    shown_arr = np.stack(shown) if shown else np.zeros((0, int(np.prod(n))), bool)
+    return np.asarray(pairs, int), shown_arr, where
+
+
+def curves_of_maps(
+    embed: Callable[[np.ndarray], np.ndarray],
+    images_a: np.ndarray,
+    unit_b: np.ndarray,
+    maps: dict[str, np.ndarray],
+    grid: tuple[int, int],
+    *,
+    steps: int = 16,
+    baseline: np.ndarray | None = None,
+    batch_size: int = 256,
+    ends: tuple[np.ndarray, np.ndarray] | None = None,
+    modes: tuple[str, ...] = MODES,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Deletion and insertion curves of the cosine with B for several kinds of maps at once.
+
+    Every inner point of every curve is one forward pass of a changed image A; the distinct
+    images of all kinds and modes (``curve_images``) go through ``embed`` together, in batches
+    of exactly ``batch_size`` (one compiled shape), each distinct image once.
+
+    Args:
+      embed: normalised images [n, H, W, C] -> embeddings [n, E] (any norm).
+      images_a: [B, H, W, C] normalised images A (the explained images).
+      unit_b: [B, E] unit embeddings of the partners B.
+      maps: {kind: [B, gh, gw]} maps of A ranking its patches.
+      grid: (gh, gw) token grid of A.
+      steps: S; each curve has S + 1 points.
+      baseline: [B, H, W, C] baseline images (default zeros: the mean colour).
+      batch_size: images per forward.
+      ends: the unit embeddings [B, E] of ``images_a`` and of ``baseline``, when known (the
+        curves' end points, the same for every map); else embedded here.
+      modes: ``"deletion"`` (replace the top patches by the baseline) and/or ``"insertion"``
+        (start from the baseline, reveal the top patches).
+      progress: called as ``progress(done, total)`` forwards after each batch.
+
+    Returns:
+      {kind: {mode: [B, S + 1] cosines}}; point s after changing ``round(s N / S)`` patches.
+    """
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    images_a = np.asarray(images_a, np.float32)
+    base = np.zeros_like(images_a) if baseline is None else np.asarray(baseline, np.float32)
+    b, h, w, _ = images_a.shape
+    if ends is None:
+        both = embed_in_batches(embed, np.concatenate([images_a, base]), batch_size)
+        ends = (both[:b], both[b:])
+    full, empty = ((unit_b * e).sum(-1) for e in ends)  # cosine of the image, of the baseline
+    pairs, shown, where = curve_images(maps, steps, modes)
+
+    def make(s, e):
+        pix = to_pixels(shown[s:e], grid, (h, w))[..., None]  # [n, H, W, 1]
+        return np.where(pix, base[pairs[s:e]], images_a[pairs[s:e]])
+
+    cos = np.zeros(0)
+    if len(pairs):
+        tick = progress and (lambda done: progress(done, len(pairs)))
+        emb = embed_batches(embed, make, len(pairs), batch_size, progress=tick)
+        cos = (emb * unit_b[pairs]).sum(-1)  # [U]
+    out: dict[str, dict[str, np.ndarray]] = {kind: {} for kind in maps}
+    for (kind, mode), idx in where.items():
+        first, last = (full, empty) if mode == "deletion" else (empty, full)
+        out[kind][mode] = np.concatenate([first[:, None], cos[idx], last[:, None]], axis=1)
+    return out
 
 
 def score_curves(
@@ -234,45 +362,28 @@ def score_curves(
     batch_size: int = 256,
     ends: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Deletion or insertion curves of the cosine with B.
+    """Deletion or insertion curves of the cosine with B, for one kind of map
+    (``curves_of_maps``, whose arguments these are).
 
     Args:
-      embed: normalised images [n, H, W, C] -> embeddings [n, E] (any norm).
-      images_a: [B, H, W, C] normalised images A (the explained images).
-      unit_b: [B, E] unit embeddings of the partners B.
       maps: [B, gh, gw] maps of A ranking its patches.
-      grid: (gh, gw) token grid of A.
-      mode: ``"deletion"`` (replace the top patches by the baseline) or
-        ``"insertion"`` (start from the baseline, reveal the top patches).
-      steps: S; the curve has S + 1 points.
-      baseline: [B, H, W, C] baseline images (default zeros: the mean colour).
-      batch_size: images per forward.
-      ends: the unit embeddings [B, E] of ``images_a`` and of ``baseline``, when known: the
-        curves' end points are the same for every map, so only the S - 1 inner points need
-        a forward pass.
+      mode: ``"deletion"`` or ``"insertion"``.
 
     Returns:
       [B, S + 1] cosines; point s after changing ``round(s N / S)`` patches.
     """
-    if mode not in ("deletion", "insertion"):
+    if mode not in MODES:
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
-    images_a = np.asarray(images_a, np.float32)
-    base = np.zeros_like(images_a) if baseline is None else np.asarray(baseline, np.float32)
-    b, h, w, _ = images_a.shape
-    if ends is None:
-        both = embed_in_batches(embed, np.concatenate([images_a, base]), batch_size)
-        ends = (both[:b], both[b:])
-    full, empty = ((unit_b * e).sum(-1) for e in ends)  # cosine of the image, of the baseline
-    changed = step_masks(patch_order(maps), steps)[:, 1:-1]  # [B, S - 1, N]
-    pix = to_pixels(changed, grid, (h, w))[..., None]  # [B, S - 1, H, W, 1]
-    if mode == "deletion":
-        x = np.where(pix, base[:, None], images_a[:, None])
-    else:
-        x = np.where(pix, images_a[:, None], base[:, None])
-    inner = np.zeros((b, 0))
-    if steps > 1:
-        x = x.reshape(b * (steps - 1), *images_a.shape[1:])
-        emb = embed_in_batches(embed, x, batch_size).reshape(b, steps - 1, -1)
-        inner = (emb * unit_b[:, None]).sum(-1)
-    first, last = (full, empty) if mode == "deletion" else (empty, full)
-    return np.concatenate([first[:, None], inner, last[:, None]], axis=1)
+    got = curves_of_maps(
+        embed,
+        images_a,
+        unit_b,
+        {"map": maps},
+        grid,
+        steps=steps,
+        baseline=baseline,
+        batch_size=batch_size,
+        ends=ends,
+        modes=(mode,),
+    )
+    return got["map"][mode]

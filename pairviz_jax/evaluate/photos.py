@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from pairviz_jax._util import atomic_path
-from pairviz_jax.evaluate.core import measure
+from pairviz_jax.evaluate.core import forward_batch, measure
 from pairviz_jax.evaluate.results import Faithfulness, concatenate
 
 # The default kinds: every method but integrated gradients (the slow reference) and every
@@ -128,10 +128,11 @@ def log_stderr(msg: str) -> None:
 
 
 def _chunk(
-    loaded, split, s, e, curve_pairs, *, num_pairs, config, cache_dir, draw, measure_kw, log
+    loaded, split, s, e, curve_pairs, *, num_pairs, config, cache_dir, draw, measure_kw, log, state
 ) -> Faithfulness:
     """Pairs ``s .. e-1`` of one half: read from ``cache_dir`` if kept there, else measured
-    (and kept). ``draw(range, split=...)`` draws them; the maps are dropped."""
+    (and kept). ``draw(range, split=...)`` draws them; the maps are dropped. ``state``:
+    ``{"measured": bool}``, whether a chunk of this call was measured before (it compiled)."""
     key = hashlib.sha1(
         json.dumps({**config, "split": split, "pairs": [s, e]}, sort_keys=True).encode()
     ).hexdigest()[:12]
@@ -141,7 +142,9 @@ def _chunk(
             log(f"photos half {split}: pairs {s}-{e - 1} from {path}")
         return _load(path)
     if log:
-        log(f"photos half {split}: pairs {s}-{e - 1} of {num_pairs} (first: compiles)")
+        note = "" if state["measured"] else " (first: compiles)"
+        log(f"photos half {split}: pairs {s}-{e - 1} of {num_pairs}{note}")
+    state["measured"] = True
     data = draw(range(s, e), split=split)
     r = measure(
         loaded.model,
@@ -171,6 +174,35 @@ def _merged(parts, config, split: str, num_pairs: int) -> Faithfulness:
     return result
 
 
+BATCH = 8  # pairs per compiled map computation
+EMBED_BATCH = 8  # images per forward (8 is fastest for ViT-S/14 at 224 px on 2 CPU cores)
+CHUNK = 20  # pairs per resumable chunk
+
+
+def compiled_shapes(
+    num_pairs: int,
+    *,
+    distractor: bool,
+    kinds: Sequence[str],
+    steps: int,
+    curve_pairs: int | None,
+    baseline: str = "mean",
+    batch_size: int = BATCH,
+    embed_batch_size: int = EMBED_BATCH,
+    chunk: int = CHUNK,
+) -> tuple[int, int, int]:
+    """The shapes ``evaluate_photos`` compiles for (its first chunk's): ``(map rows per call,
+    partners per row, images per forward)``; the methods figure reuses them."""
+    b = min(chunk, num_pairs)
+    k = 2 if distractor else 1
+    c = b if curve_pairs is None else max(0, min(curve_pairs, b))
+    return (
+        min(batch_size, b),
+        k,
+        forward_batch(b, k, c, len(kinds), steps, baseline, embed_batch_size),
+    )
+
+
 def evaluate_photos(
     loaded,
     num_pairs: int = 100,
@@ -183,9 +215,9 @@ def evaluate_photos(
     curve_pairs: int | None = None,
     baseline: str = "mean",
     seed: int = 0,
-    batch_size: int = 8,
-    embed_batch_size: int = 8,
-    chunk: int = 20,
+    batch_size: int = BATCH,
+    embed_batch_size: int = EMBED_BATCH,
+    chunk: int = CHUNK,
     cache_dir: str | None = None,
     log: Callable[[str], None] | None = log_stderr,
     make_pairs: Callable[..., dict] | None = None,
@@ -244,7 +276,7 @@ def evaluate_photos(
     measure_kw = dict(kinds=kinds, method_options=method_options, steps=steps, baseline=baseline)
     measure_kw.update(seed=seed, batch_size=batch_size, embed_batch_size=embed_batch_size)
     chunk_kw = dict(num_pairs=num_pairs, config=config, cache_dir=cache_dir, draw=draw)
-    chunk_kw.update(measure_kw=measure_kw, log=log)
+    chunk_kw.update(measure_kw=measure_kw, log=log, state={"measured": False})
     out = {}
     t_start = time.perf_counter()
     total = num_pairs * len(splits)
