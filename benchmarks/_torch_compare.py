@@ -17,6 +17,7 @@ which must be <= 2.4e-5 (float32 error over 12 blocks; ``TOLERANCE``).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -67,10 +68,12 @@ def _images(n: int, size: tuple[int, int], normalization) -> np.ndarray:
     return np.concatenate(out)[:n].astype(np.float32)
 
 
-def _clock(fn) -> float:
-    t = time.perf_counter()
+def _clock(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of fn(): the process's CPU time over all its threads, which a
+    loaded machine inflates less than the wall clock (at one thread: the work done)."""
+    c, t = time.process_time(), time.perf_counter()
     jax.block_until_ready(fn())
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def _rel(project, torch_maps) -> float:
@@ -80,8 +83,8 @@ def _rel(project, torch_maps) -> float:
 
 def _race(pairs: dict[str, tuple], repeats: int) -> dict[str, dict]:
     """pairs: name -> (project fn, {torch name: fn}); medians of interleaved rounds."""
-    times: dict[tuple, list[float]] = {}
-    for name, (pf, tfs) in pairs.items():
+    times: dict[tuple, list[tuple[float, float]]] = {}
+    for pf, tfs in pairs.values():
         _clock(pf)  # compile
         for tf in tfs.values():
             tf()  # warm
@@ -90,20 +93,27 @@ def _race(pairs: dict[str, tuple], repeats: int) -> dict[str, dict]:
             times.setdefault((name, "project"), []).append(_clock(pf))
             for tn, tf in tfs.items():
                 times.setdefault((name, tn), []).append(_clock(tf))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
     out = {}
     for name, (_, tfs) in pairs.items():
-        out[name] = {"project_s": med[(name, "project")]}
+        p = (name, "project")
+        out[name] = {"project_s": med[p], "project_cpu_s": cpu[p]}
         for tn in tfs:
-            out[name][tn] = {"seconds": med[(name, tn)], "ratio": med[(name, "project")] / med[(name, tn)]}
+            t = (name, tn)
+            out[name][tn] = {
+                "seconds": med[t],
+                "ratio": med[p] / med[t],
+                "cpu_s": cpu[t],
+                "cpu_ratio": cpu[p] / cpu[t],
+            }
     return out
 
 
 def compare(model, variables, size, normalization, repeats: int, cross_n: int = 10) -> dict:
     """(d) and (e) of the module doc; prints as it goes and returns the numbers."""
-    import torch
-
     import _torch_dinov2 as T
+    import torch
 
     tm = T.TorchViT(jax.device_get(variables["params"]), model.num_heads, model.layer_norm_eps)
     tm_sdpa = T.TorchViT(
@@ -159,15 +169,21 @@ def compare(model, variables, size, normalization, repeats: int, cross_n: int = 
 
 
 def _print(title: str, res: dict) -> None:
-    print(f"{title}: project / PyTorch (below 1: the project is faster), maps compared", flush=True)
+    print(
+        f"{title}: project / PyTorch, medians (below 1: the project is faster), maps compared; "
+        f"load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     for m, row in res.items():
         for tn, v in row.items():
-            if tn == "project_s":
+            if not isinstance(v, dict):
                 continue
             e = v.get("max_rel_diff", float("nan"))
             ok = "equal" if e <= TOLERANCE else "DIFFER"
+            ms = row["project_s"] * 1e3, v["seconds"] * 1e3
             print(
-                f"  {m:13s} vs {tn:18s} {row['project_s'] * 1e3:9.1f} ms / {v['seconds'] * 1e3:9.1f}"
-                f" ms = {v['ratio']:5.2f}   max rel diff {e:.1e} ({ok})",
+                f"  {m:13s} vs {tn:18s} {ms[0]:9.1f} ms / {ms[1]:9.1f}"
+                f" ms = {v['ratio']:5.2f} (CPU time {v['cpu_ratio']:5.2f})   max rel diff {e:.1e}"
+                f" ({ok})",
                 flush=True,
             )

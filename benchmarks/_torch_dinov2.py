@@ -66,13 +66,18 @@ class TorchViT:
             qkv_w = np.concatenate(
                 [np.asarray(att[n]["kernel"]).reshape(d, d) for n in ("query", "key", "value")], 1
             )
-            qkv_b = np.concatenate([np.asarray(att[n]["bias"]).reshape(d) for n in ("query", "key", "value")])
+            qkv_b = np.concatenate(
+                [np.asarray(att[n]["bias"]).reshape(d) for n in ("query", "key", "value")]
+            )
             mlp = b["MlpBlock_3"]
             self.blocks.append(
                 dict(
                     ln0=(_t(b["LayerNorm_0"]["scale"]), _t(b["LayerNorm_0"]["bias"])),
                     qkv=(_t(qkv_w.T), _t(qkv_b)),  # torch's [out, in]
-                    out=(_t(np.asarray(att["out"]["kernel"]).reshape(d, d).T), _t(att["out"]["bias"])),
+                    out=(
+                        _t(np.asarray(att["out"]["kernel"]).reshape(d, d).T),
+                        _t(att["out"]["bias"]),
+                    ),
                     ls1=_t(b["ls1"]),
                     ln2=(_t(b["LayerNorm_2"]["scale"]), _t(b["LayerNorm_2"]["bias"])),
                     fc1=(_t(np.asarray(mlp["Dense_0"]["kernel"]).T), _t(mlp["Dense_0"]["bias"])),
@@ -157,41 +162,44 @@ def _patch_map(r: torch.Tensor) -> torch.Tensor:
     return r[..., 1:].reshape(*r.shape[:-1], g, g)
 
 
-def _against(model: TorchViT, images, partners_fn, method: str, captum: bool = False):
-    """Maps of B images against K partners each, one backward pass per partner.
-
-    ``partners_fn(emb [B, E]) -> [B, K, E]`` the partners' embeddings (so one pair can use
-    its own two embeddings, from this same forward pass).
-    """
+def _forward(model: TorchViT, images, method: str) -> dict:
+    """One forward pass of B images that keeps its graph for the method's backward passes."""
     detach = method == "conservative"
     keep = [] if method == "chefer" else None
-    target = "cosine" if method == "chefer" else "score"
     x0 = model.tokens(images).detach().requires_grad_(True)
     with torch.set_grad_enabled(True):
         emb = model.encode(x0, detach=detach, keep=keep)
-        cot = cotangents(emb.detach(), partners_fn(emb.detach()), target)  # [B, K, E]
-        maps = []
-        for kk in range(cot.shape[1]):
-            last = kk == cot.shape[1] - 1
-            if method == "chefer":
-                grads = torch.autograd.grad(emb, keep, cot[:, kk], retain_graph=not last)
-                r = torch.zeros(emb.shape[0], x0.shape[1])
-                r[:, 0] = 1.0  # the class token's row
-                for a, g in zip(reversed(keep), reversed(grads)):
-                    r = r + torch.einsum("bq,bqn->bn", r, (g * a).clamp(min=0).mean(1))
-            elif captum:  # Captum's InputXGradient on the block-0 tokens
-                from captum.attr import InputXGradient
+    return dict(x0=x0, emb=emb, keep=keep, detach=detach, method=method)
 
-                c = cot[:, kk]
-                attr = InputXGradient(
-                    lambda t: (model.encode(t, detach=detach) * c).sum(-1)
-                ).attribute(x0.detach())
-                r = attr.sum(-1)
-            else:
-                (g,) = torch.autograd.grad(emb, x0, cot[:, kk], retain_graph=not last)
-                r = (g * x0).sum(-1)
-            maps.append(_patch_map(r.detach()))
-    return torch.stack(maps, 1), emb.detach()
+
+def _backward(model: TorchViT, st: dict, partners, captum: bool = False, free: bool = True):
+    """Maps [B, K, g, g] of the forward ``st`` against partners [B, K, E], one backward pass
+    per partner (``free``: the graph is released after the last)."""
+    method, x0, emb, keep = st["method"], st["x0"], st["emb"], st["keep"]
+    target = "cosine" if method == "chefer" else "score"
+    cot = cotangents(emb.detach(), partners, target)  # [B, K, E]
+    maps = []
+    for kk in range(cot.shape[1]):
+        retain = not (free and kk == cot.shape[1] - 1)
+        if method == "chefer":
+            grads = torch.autograd.grad(emb, keep, cot[:, kk], retain_graph=retain)
+            r = torch.zeros(emb.shape[0], x0.shape[1])
+            r[:, 0] = 1.0  # the class token's row
+            for a, g in zip(reversed(keep), reversed(grads), strict=True):
+                r = r + torch.einsum("bq,bqn->bn", r, (g * a).clamp(min=0).mean(1))
+        elif captum:  # Captum's InputXGradient on the block-0 tokens (its own forward)
+            from captum.attr import InputXGradient
+
+            c = cot[:, kk]
+            attr = InputXGradient(
+                lambda t, c=c: (model.encode(t, detach=st["detach"]) * c).sum(-1)
+            ).attribute(x0.detach())
+            r = attr.sum(-1)
+        else:
+            (g,) = torch.autograd.grad(emb, x0, cot[:, kk], retain_graph=retain)
+            r = (g * x0).sum(-1)
+        maps.append(_patch_map(r.detach()))
+    return torch.stack(maps, 1)
 
 
 def _swap(emb: torch.Tensor) -> torch.Tensor:
@@ -208,20 +216,31 @@ def pair_maps(model: TorchViT, images: torch.Tensor, method: str) -> torch.Tenso
     if method == "captum-ig":
         return captum_ig(model, images)
     captum = method.startswith("captum-")
-    return _against(model, images, _swap, method.removeprefix("captum-"), captum)[0][:, 0]
+    name = method.removeprefix("captum-")
+    if captum:  # Captum runs its own forward pass
+        st = dict(_forward_free(model, images), method=name, detach=False, keep=None)
+    else:
+        st = _forward(model, images, name)
+    return _backward(model, st, _swap(st["emb"].detach()), captum)[:, 0]
+
+
+def _forward_free(model: TorchViT, images) -> dict:
+    """The embedding and block-0 tokens without a graph (Captum makes its own)."""
+    x0 = model.tokens(images)
+    return dict(x0=x0, emb=model.encode(x0))
 
 
 @torch.no_grad()
 def cross_maps(model: TorchViT, queries: torch.Tensor, gallery: torch.Tensor, method: str):
     """Every query x gallery pair, as the project's ``cross_maps``: (maps_q, maps_g).
 
-    Each side runs forward once (``torch.no_grad`` for the partners' embeddings, then once
-    with the graph) and one backward pass per partner: maps_q [Q, G, g, g], maps_g
-    [Q, G, g, g].
+    Each image runs forward once (both sides' graphs kept), then one backward pass per
+    partner: maps_q [Q, G, g, g], maps_g [Q, G, g, g].
     """
-    emb_q, emb_g = model.embed(queries), model.embed(gallery)
-    mq, _ = _against(model, queries, lambda e: emb_g.expand(e.shape[0], -1, -1), method)
-    mg, _ = _against(model, gallery, lambda e: emb_q.expand(e.shape[0], -1, -1), method)
+    sq, sg = _forward(model, queries, method), _forward(model, gallery, method)
+    eq, eg = sq["emb"].detach(), sg["emb"].detach()
+    mq = _backward(model, sq, eg.expand(eq.shape[0], -1, -1))
+    mg = _backward(model, sg, eq.expand(eg.shape[0], -1, -1))
     return mq, mg.transpose(0, 1)
 
 
