@@ -276,7 +276,8 @@ def main(argv=None) -> None:
 
         why = _torch_compare.supported(model)
         if missing or why:
-            print(f"PyTorch comparison skipped: {why or ' and '.join(missing) + ' not installed'}")
+            why = " and ".join(missing) + " not installed" if missing else why
+            print(f"PyTorch comparison skipped: {why}")
         else:
             result["torch"] = _torch_compare.compare(
                 model, variables, size, norm, args.repeats, args.cross_n
