@@ -81,13 +81,18 @@ def _rel(project, torch_maps) -> float:
     return float(np.abs(p - t).max() / np.abs(t).max())
 
 
-def _race(pairs: dict[str, tuple], repeats: int) -> dict[str, dict]:
-    """pairs: name -> (project fn, {torch name: fn}); medians of interleaved rounds."""
+def _race(pairs: dict[str, tuple], repeats: int, check) -> dict[str, dict]:
+    """pairs: name -> (project fn, {torch name: fn}); medians of interleaved rounds.
+
+    The first call of each (compiling / warming) goes to ``check(name, torch name,
+    project output, torch output) -> max relative difference``.
+    """
     times: dict[tuple, list[tuple[float, float]]] = {}
-    for pf, tfs in pairs.values():
-        _clock(pf)  # compile
-        for tf in tfs.values():
-            tf()  # warm
+    diffs = {}
+    for name, (pf, tfs) in pairs.items():
+        out = pf()
+        for tn, tf in tfs.items():
+            diffs[(name, tn)] = check(name, out, tf())
     for _ in range(repeats):
         for name, (pf, tfs) in pairs.items():
             times.setdefault((name, "project"), []).append(_clock(pf))
@@ -106,6 +111,7 @@ def _race(pairs: dict[str, tuple], repeats: int) -> dict[str, dict]:
                 "ratio": med[p] / med[t],
                 "cpu_s": cpu[t],
                 "cpu_ratio": cpu[p] / cpu[t],
+                "max_rel_diff": diffs[t],
             }
     return out
 
@@ -133,15 +139,11 @@ def compare(model, variables, size, normalization, repeats: int, cross_n: int = 
         return lambda: T.pair_maps(net, xt, tn.removeprefix("sdpa-"))
 
     pairs = {m: (project(m), {tn: torch_fn(tn) for tn in tns}) for m, tns in PAIR.items()}
-    equal = {}
-    for m, (pf, tfs) in pairs.items():
-        r = pf()
-        mj = np.concatenate([np.asarray(r["map_a"]), np.asarray(r["map_b"])])
-        for tn, tf in tfs.items():
-            equal[(m, tn)] = _rel(mj, tf().numpy())
-    result["one_pair"] = _race(pairs, repeats)
-    for (m, tn), e in equal.items():
-        result["one_pair"][m][tn]["max_rel_diff"] = e
+
+    def check_pair(m, r, t):
+        return _rel(np.concatenate([np.asarray(r["map_a"]), np.asarray(r["map_b"])]), t.numpy())
+
+    result["one_pair"] = _race(pairs, repeats, check_pair)
     _print("one pair", result["one_pair"])
     # (e) cross block
     if cross_n:
@@ -156,14 +158,11 @@ def compare(model, variables, size, normalization, repeats: int, cross_n: int = 
             )
             for m in CROSS
         }
-        equal = {}
-        for m, (pf, tfs) in cross.items():
-            r = pf()
-            mq, mg = tfs[m]()
-            equal[m] = max(_rel(r["maps_q"], mq.numpy()), _rel(r["maps_g"], mg.numpy()))
-        result["cross"] = _race(cross, max(1, repeats // 2))
-        for m, e in equal.items():
-            result["cross"][m][m]["max_rel_diff"] = e
+
+        def check_cross(m, r, t):
+            return max(_rel(r["maps_q"], t[0].numpy()), _rel(r["maps_g"], t[1].numpy()))
+
+        result["cross"] = _race(cross, max(1, repeats // 2), check_cross)
         _print(f"{cross_n} x {cross_n} cross block", result["cross"])
     return result
 
