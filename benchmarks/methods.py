@@ -70,12 +70,12 @@ def _model(spec: str):
     return m.model, m.variables, m.image_size, m.label, norm
 
 
-def _threads(n: int) -> str:
+def _threads(n: int, with_torch: bool) -> str:
     """Both sides on n cores: the process is pinned to n CPUs (XLA's and Eigen's pools
     size themselves from the CPUs it may use) and torch gets n threads."""
     if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > n:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
-    if importlib.util.find_spec("torch") is not None:
+    if with_torch and importlib.util.find_spec("torch") is not None:
         import torch
 
         torch.set_num_threads(n)
@@ -233,7 +233,7 @@ def main(argv=None) -> None:
     from pairviz_jax.evaluate import commands
 
     options = commands.parse_options(args.option)
-    where = _threads(args.threads) if args.threads else ""
+    where = _threads(args.threads, args.torch) if args.threads else ""
     model, variables, size, label, norm = _model(args.model)
     result = {"model": label, "device": str(jax.devices()[0]), "options": options}
     print(f"{label} on {result['device']} ({where})", flush=True)
