@@ -227,13 +227,16 @@ def main(argv=None) -> None:
     p.add_argument("--option", action="append", default=[], help="METHOD.KEY=VALUE")
     p.add_argument("--torch", action="store_true", help="(d, e): against PyTorch when installed")
     p.add_argument("--cross-n", type=int, default=10, help="Q = G of the cross block in (e)")
-    p.add_argument("--threads", type=int, default=2, help="CPUs of both sides (0: all)")
+    p.add_argument(
+        "--threads", type=int, help="CPUs to run on (0: all; default: 2 with --torch, else all)"
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     from pairviz_jax.evaluate import commands
 
     options = commands.parse_options(args.option)
-    where = _threads(args.threads, args.torch) if args.threads else ""
+    threads = (2 if args.torch else 0) if args.threads is None else args.threads
+    where = _threads(threads, args.torch) if threads else ""
     model, variables, size, label, norm = _model(args.model)
     result = {"model": label, "device": str(jax.devices()[0]), "options": options}
     print(f"{label} on {result['device']} ({where})", flush=True)
