@@ -16,6 +16,10 @@
     total over every token it credits (class tokens too), e.g. the conservative method's
     total + bias terms = cosine; for ``ig`` the completeness gap total - (cosine -
     f(baseline)).
+(d), (e) With ``--torch`` (needs torch and captum; DINOv2 layout): the project against plain
+    PyTorch on the same weights and threads, one pair and a 10 x 10 cross block, every map
+    compared (``benchmarks/_torch_compare.py``); without torch, one line says so and the
+    rest runs.
 
 Costs do not depend on the weights, so ``--model vit-s14`` is a randomly initialised
 DINOv2-S/14 (224 px, class token, layer scale); (c) needs trained weights.
@@ -23,12 +27,15 @@ DINOv2-S/14 (224 px, class token, layer scale); (c) needs trained weights.
 Run:  python benchmarks/methods.py --model demo:workdirs/demo --data demo --cross-direct
       python benchmarks/methods.py --model vit-s14 --skip-conservation
       python benchmarks/methods.py --model dinov2.npz --data photos --skip-cost
+      python benchmarks/methods.py --model FOLDER --torch --skip-cost --skip-conservation
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -54,12 +61,26 @@ def _model(spec: str):
         model = ViT(**decode_variant("S/14"), class_token=True, layer_scale=1.0, pool_type="tok")
         x = jnp.zeros((1, 224, 224, 3))
         variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
-        return model, variables, (224, 224), "random ViT-S/14 (DINOv2 layout), 224 px"
+        return model, variables, (224, 224), "random ViT-S/14 (DINOv2 layout), 224 px", None
     sys.path.insert(0, "benchmarks")
     import _models
 
     m = _models.load(spec)
-    return m.model, m.variables, m.image_size, m.label
+    norm = None if m.mean is None else (m.mean, m.std)
+    return m.model, m.variables, m.image_size, m.label, norm
+
+
+def _threads(n: int, with_torch: bool) -> str:
+    """Both sides on n cores: the process is pinned to n CPUs (XLA's and Eigen's pools
+    size themselves from the CPUs it may use) and torch gets n threads."""
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > n:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
+    if with_torch and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(n)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpus} CPUs, load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
 
 
 def cost_one_pair(model, variables, size, options, repeats) -> dict[str, dict]:
@@ -204,14 +225,21 @@ def main(argv=None) -> None:
     )
     p.add_argument("--skip-conservation", action="store_true")
     p.add_argument("--option", action="append", default=[], help="METHOD.KEY=VALUE")
+    p.add_argument("--torch", action="store_true", help="(d, e): against PyTorch when installed")
+    p.add_argument("--cross-n", type=int, default=10, help="Q = G of the cross block in (e)")
+    p.add_argument(
+        "--threads", type=int, help="CPUs to run on (0: all; default: 2 with --torch, else all)"
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     from pairviz_jax.evaluate import commands
 
     options = commands.parse_options(args.option)
-    model, variables, size, label = _model(args.model)
+    threads = (2 if args.torch else 0) if args.threads is None else args.threads
+    where = _threads(threads, args.torch) if threads else ""
+    model, variables, size, label, norm = _model(args.model)
     result = {"model": label, "device": str(jax.devices()[0]), "options": options}
-    print(f"{label} on {result['device']}", flush=True)
+    print(f"{label} on {result['device']} ({where})", flush=True)
     if not args.skip_cost:
         result["one_pair"] = cost_one_pair(model, variables, size, options, args.repeats)
         print("one pair (x the embedding forward of its two images):", flush=True)
@@ -244,6 +272,19 @@ def main(argv=None) -> None:
         print("conservation (map sum vs cosine; total: every token the method credits):")
         for k, v in result["conservation"].items():
             print(f"  {k:13s} " + ", ".join(f"{n} {x:.4f}" for n, x in v.items()), flush=True)
+    if args.torch:
+        missing = [m for m in ("torch", "captum") if importlib.util.find_spec(m) is None]
+        sys.path.insert(0, "benchmarks")
+        import _torch_compare
+
+        why = _torch_compare.supported(model)
+        if missing or why:
+            why = " and ".join(missing) + " not installed" if missing else why
+            print(f"PyTorch comparison skipped: {why}")
+        else:
+            result["torch"] = _torch_compare.compare(
+                model, variables, size, norm, args.repeats, args.cross_n
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
