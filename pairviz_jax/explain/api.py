@@ -230,8 +230,8 @@ def cross_maps(queries, gallery, *, method: str = "paper", **options) -> dict[st
 
     Equal to ``paired_maps`` on each pair (tested). A method that folds (the paper's:
     ``explain.fold``) costs one matrix product per block of pairs and no extra forward
-    pass; the others run each image forward once and one backward pass per (image,
-    partner). Memory: Q * G maps per direction; call it on blocks of queries for large
+    pass; the others embed every image once (the partners' embeddings), then run each
+    image forward again with one backward pass per (image, partner) (``against``). Memory: Q * G maps per direction; call it on blocks of queries for large
     galleries.
 
     Args:
