@@ -180,10 +180,15 @@ def _environment(tmp_path, zygote: str | None) -> tuple[dict, str | None]:
         "MPLBACKEND": "Agg",
         "XLA_FLAGS": " ".join(flags),
     }
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # cold: no cache, not even the suite's
     if zygote:
         env[docs_zygote.ENV] = zygote
-        # what one command compiled, the next one with the same function and shapes reads
-        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax-cache")
+        # What one command compiled, the next one with the same function and shapes reads,
+        # in this run and in the other runs of the session (the suite's cache, tests/conftest.py,
+        # which every worker of `pytest -n` shares; the commands' own folder in it).
+        shared = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+        cache = os.path.join(shared, "docs-commands") if shared else str(tmp_path / "jax-cache")
+        env["JAX_COMPILATION_CACHE_DIR"] = cache
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     return env, wheel
