@@ -231,8 +231,8 @@ def cross_maps(queries, gallery, *, method: str = "paper", **options) -> dict[st
     Equal to ``paired_maps`` on each pair (tested). A method that folds (the paper's:
     ``explain.fold``) costs one matrix product per block of pairs and no extra forward
     pass; the others embed every image once (the partners' embeddings), then run each
-    image forward again with one backward pass per (image, partner) (``against``). Memory: Q * G maps per direction; call it on blocks of queries for large
-    galleries.
+    image forward again with one backward pass per (image, partner) (``against``).
+    Memory: Q * G maps per direction; call it on blocks of queries for large galleries.
 
     Args:
       queries: ``explain.Inputs(model, variables, images)`` of Q images, or the
