@@ -77,10 +77,24 @@ def pytest_collection_modifyitems(items):
 def reference(tmp_path_factory):
     """The uninterrupted 8-step run of ``tests/test_train_resume.run_config`` on 4 of the
     test process's devices, which the SIGKILL test (``test_train_resume``) and the multi-process
-    resume test (``test_train_multihost``) compare with, bit for bit: built once per process."""
+    resume test (``test_train_multihost``) compare with, bit for bit: built once per session."""
+    import fcntl
+
     from pairviz_jax.train import train_and_evaluate
     from tests.test_train_resume import run_config
 
-    workdir = tmp_path_factory.mktemp("reference")
-    train_and_evaluate(run_config(), str(workdir), devices=jax.devices()[:4])
+    # Once per session, not once per xdist worker: under xdist the workers' temporary
+    # directories share the session's one; the first worker to take the lock trains, the
+    # others wait for it and read its run.
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        workdir = tmp_path_factory.mktemp("reference")
+        train_and_evaluate(run_config(), str(workdir), devices=jax.devices()[:4])
+        return workdir
+    shared = tmp_path_factory.getbasetemp().parent
+    workdir = shared / "reference-run"
+    with open(shared / "reference-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "reference-run.done").exists():
+            train_and_evaluate(run_config(), str(workdir), devices=jax.devices()[:4])
+            (shared / "reference-run.done").touch()
     return workdir

@@ -30,9 +30,11 @@ logging.basicConfig(level=logging.WARNING)
 logging.getLogger("pairviz_jax").setLevel(logging.INFO)
 workdir, ndev, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 extra = os.environ.get("PAIRVIZ_TEST_XLA_FLAGS", "")
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev} {extra}"
+local = 8 if mode == "single" else ndev  # one process: as test_train_resume.PROGRAM
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local} {extra}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax
+jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
 from pairviz_jax.train import loop, sharding
 from tests.test_train_multihost import demo_config
 from tests.test_train_resume import run_config
@@ -53,7 +55,8 @@ if "ids" in sys.argv:
             print("IDS", step, jax.process_index(), ids, flush=True)
             yield batch
     loop.input_lib.train_iterator = logged
-out = loop.train_and_evaluate(config, workdir)
+devices = jax.devices()[:ndev] if mode == "single" else None
+out = loop.train_and_evaluate(config, workdir, devices=devices)
 print("RESULT", jax.process_index(), jax.process_count(), out["loss"], flush=True)
 """
 

@@ -36,26 +36,33 @@ def run_config():
     return c
 
 
-# A training process: argv = workdir, local device count, [process id, process count, port],
-# [slow]. "slow" sleeps 0.3 s per step so that the test can kill it mid-run.
+# A training process: argv = workdir, device count, [process id, process count, port],
+# [slow]. "slow" sleeps 0.3 s per step so that the test can kill it mid-run. One process
+# trains on the first devices of 8 fake ones, as the test process's reference run does: XLA's
+# cache key holds the client's device count, so its programs come from the suite's cache
+# instead of compiling again (4 s of CPU a process). Several processes have ndev each.
 PROGRAM = r"""
 import logging, os, sys, time
 logging.basicConfig(level=logging.WARNING)
 logging.getLogger("pairviz_jax").setLevel(logging.INFO)
 workdir, ndev = sys.argv[1], int(sys.argv[2])
+multi = len(sys.argv) > 5
 extra = os.environ.get("PAIRVIZ_TEST_XLA_FLAGS", "")
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev} {extra}"
+local = ndev if multi else 8
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local} {extra}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax
+jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
 from pairviz_jax.train import loop, sharding
 from tests.test_train_resume import run_config
-if len(sys.argv) > 5:
+if multi:
     pid, nproc, port = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     sharding.initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
 if sys.argv[-1] == "slow":
     check = loop._check_labels
     loop._check_labels = lambda *a: (time.sleep(0.3), check(*a))
-out = loop.train_and_evaluate(run_config(), workdir)
+devices = None if multi else jax.devices()[:ndev]
+out = loop.train_and_evaluate(run_config(), workdir, devices=devices)
 print("RESULT", jax.process_index(), out["loss"], out["grad_norm"], flush=True)
 """
 
