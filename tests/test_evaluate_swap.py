@@ -15,6 +15,7 @@ from pairviz_jax.evaluate import occlusion, swap
 from pairviz_jax.models import ViT, decode_variant
 from pairviz_jax.runs import LoadedModel
 from tests import inputs
+from tests.test_vit_families import _random_variables
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def all_photos():
 @pytest.fixture(scope="module")
 def loaded32():
     model = ViT(**decode_variant("mu/4"), proj_dim=8)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    # Parameters drawn by numpy from the traced shapes (an init compiles a program of its own).
+    variables = _random_variables(model, jnp.zeros((1, 32, 32, 3)))
     mean, std = preprocess.NORMALIZATION["demo"]
     return LoadedModel(model, variables, (32, 32), mean, std, "tiny")
 
