@@ -88,13 +88,17 @@ def _random_variables(model, x, seed=0):
     return traverse_util.unflatten_dict(out)
 
 
+# Compiled once per model and shape (op by op, a forward compiles its operations one by one).
+_apply = jax.jit(lambda model, variables, x: model.apply(variables, x), static_argnums=0)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_forward_matches_numpy_reference(family):
     kw, cfg = FAMILIES[family]
     model = ViT(**decode_variant("Tiny/4"), **kw)
     images = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 12, 3))
     variables = _random_variables(model, images)
-    emb, out = model.apply(variables, images)
+    emb, out = _apply(model, variables, images)
     attn = out["attention"]
     n_all = 6 + model.num_prefix_tokens
     assert attn.shape == (2, 2, 2, n_all, n_all)
@@ -126,7 +130,8 @@ def test_new_parameter_names_and_defaults_unchanged():
         layer_scale=1e-5,
         ln_pre=True,
     )
-    params = traverse_util.flatten_dict(full.init(jax.random.PRNGKey(0), x)["params"], sep="/")
+    variables = jax.jit(full.init)(jax.random.PRNGKey(0), x)
+    params = traverse_util.flatten_dict(variables["params"], sep="/")
     assert params["Transformer/reg"].shape == (1, 3, 16)
     assert params["dist"].shape == (1, 1, 16)
     # Class + distillation + 4 patches have positions; registers do not.
@@ -167,8 +172,8 @@ def test_detached_forward_has_the_same_values():
     model = ViT(**decode_variant("Tiny/4"), **kw)
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 3))
     variables = _random_variables(model, x)
-    e1, _ = model.apply(variables, x)
-    e2, _ = model.apply(variables, x, probe=Probe(detach=True))
+    e1, _ = _apply(model, variables, x)
+    e2, _ = jax.jit(lambda v, x: model.apply(v, x, probe=Probe(detach=True)))(variables, x)
     np.testing.assert_allclose(e1, e2, atol=2e-6)
 
 
