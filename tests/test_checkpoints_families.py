@@ -29,8 +29,13 @@ def refs():
         return {k: z[k] for k in z.files}
 
 
+# Compiled once per model and image shape (equal models, e.g. a family's hub file and its
+# Hugging Face folder, share it): op by op, each forward compiles its operations one by one.
+_apply = jax.jit(lambda model, variables, images: model.apply(variables, images), static_argnums=0)
+
+
 def _outputs(model, variables, images):
-    emb, out = model.apply(variables, images)
+    emb, out = _apply(model, variables, images)
     attention = out["attention"]
     return dict(
         tokens=np.asarray(out["tokens"]),
@@ -238,13 +243,13 @@ def test_other_poolings_of_a_dinov2_file(refs):
     path = os.path.join(FIXTURES, "dinov2_hf")
     gap_tok = checkpoints.model_from(path, pool_type="gap_tok")
     variables = checkpoints.load(path, gap_tok)
-    emb = np.asarray(gap_tok.apply(variables, refs["images"])[0])
+    emb = np.asarray(_apply(gap_tok, variables, refs["images"])[0])
     tokens = refs["dinov2_hf/tokens"]
     # DINOv2's linear-probe feature: [class token, mean of patch tokens].
     want = np.concatenate([refs["dinov2_hf/embedding"], tokens.mean(axis=1)], axis=-1)
     assert _rel(emb, want) <= TOL
     gap = checkpoints.model_from(path, pool_type="gap")
-    emb = np.asarray(gap.apply(checkpoints.load(path, gap), refs["images"])[0])
+    emb = np.asarray(_apply(gap, checkpoints.load(path, gap), refs["images"])[0])
     assert _rel(emb, tokens.mean(axis=1)) <= TOL
 
 
@@ -272,7 +277,7 @@ def test_parity_under_jit_and_vmap(refs):
     model = checkpoints.model_from(path)
     variables = checkpoints.load(path, model)
     x = refs["images"]
-    jitted = jax.jit(lambda v, im: model.apply(v, im)[0])(variables, x)
-    mapped = jax.vmap(lambda im: model.apply(variables, im[None])[0][0])(x)
+    jitted = _apply(model, variables, x)[0]  # test_family_parity's compilation
+    mapped = jax.jit(jax.vmap(lambda im: model.apply(variables, im[None])[0][0]))(x)
     want = refs["dinov2_reg_hf/embedding"]
     assert _rel(np.asarray(jitted), want) <= TOL and _rel(np.asarray(mapped), want) <= TOL

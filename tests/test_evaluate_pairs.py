@@ -11,11 +11,10 @@ import visualize
 from pairviz_jax import evaluate as ev
 from pairviz_jax import explain
 from pairviz_jax.data import photos
-from pairviz_jax.explain.decompose import decompose_embedding
 from pairviz_jax.models import ViT, decode_variant
 from pairviz_jax.plotting import LoadedModel
 from tests import inputs
-from tests.test_vit_families import FAMILIES, _perturbed
+from tests.test_vit_families import FAMILIES, _random_variables
 
 # --------------------------------------------------------------------------- measures by hand
 
@@ -69,13 +68,14 @@ def _tiny(family=None):
     kw = dict(FAMILIES[family][0]) if family else dict(proj_dim=6)
     model = ViT(**decode_variant("Tiny/4"), **kw)
     x = jax.random.normal(jax.random.PRNGKey(3), (3, 16, 16, 3))
-    return model, _perturbed(model, x), x
+    return model, _random_variables(model, x), x
 
 
-def _numpy_rollout(model, variables, x):
-    attention = np.asarray(model.apply(variables, x)[1]["attention"], np.float64)
+def _numpy_rollout(attention, depth):
+    """The rollout of every head's attention [B, L, H, N', N'], in float64 by hand."""
+    attention = np.asarray(attention, np.float64)
     r = None
-    for i in range(model.depth):
+    for i in range(depth):
         a = attention[:, i].mean(1)
         a = a + np.eye(a.shape[-1])
         a = a / a.sum(-1, keepdims=True)
@@ -86,28 +86,29 @@ def _numpy_rollout(model, variables, x):
 @pytest.mark.parametrize("family", [None, "dinov2_reg"])
 def test_baseline_kinds_against_independent_references(family):
     model, variables, x = _tiny(family)
-    partner = model.apply(variables, x[::-1] + 0.5)[0]
+    partner = explain.embed(model, variables, x[::-1] + 0.5)
     maps = ev.kind_maps(model, variables, x, partner[:, None], (*ev.FEATURE_KINDS, "random"))
     assert all(m.shape == (3, 1, 4, 4) for m in maps.values())
-    r = _numpy_rollout(model, variables, x)
+    # The references from one compiled forward (every head's attention, the tokens and the
+    # embedding's split by decompose_embedding), not op by op.
+    f = explain.features(model, variables, x)
+    r = _numpy_rollout(f.attention, model.depth)
     p = model.num_prefix_tokens
     mean_rows = r[:, p:, p:].mean(1).reshape(3, 4, 4)
     cls_row = (r[:, 0, p:] if p else r[:, p:, p:].mean(1)).reshape(3, 4, 4)
     np.testing.assert_allclose(maps["rollout_mean"][:, 0], mean_rows, atol=1e-5)
     np.testing.assert_allclose(maps["rollout"][:, 0], cls_row, atol=1e-5)
-    f = explain.features(model, variables, x)
     np.testing.assert_allclose(maps["rollout"][:, 0], explain.rollout_map(f), atol=1e-6)
     # gamma: eq. 4 at the split level, no rollout.
-    emb, out = model.apply(variables, x)
-    out["parts"], out["rest"] = decompose_embedding(model, variables["params"], out)
+    emb = f.embedding
     u = np.asarray(partner, np.float64)
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     norm = np.linalg.norm(np.asarray(emb, np.float64), axis=1)
     if family is None:  # gap: alpha_j . u / (N |beta|), eq. 4 by hand
-        alpha = np.asarray(out["tokens"], np.float64)
+        alpha = np.asarray(f.tokens, np.float64)
         gamma = np.einsum("bne,be->bn", alpha, u) / (16 * norm[:, None])
     else:
-        parts = sum(np.asarray(v, np.float64) for v in out["parts"].values())
+        parts = sum(np.asarray(v, np.float64) for v in f.parts.values())
         gamma = np.einsum("bne,be->bn", parts, u)[:, p:] / norm[:, None]
     np.testing.assert_allclose(maps["gamma"][:, 0], gamma.reshape(3, 4, 4), atol=1e-5)
     for conv in ("authors", "transpose"):
@@ -154,7 +155,7 @@ def _synthetic_pairs(indices, *, split, image_size, seed, distractor, normalizat
 def loaded32():
     model = ViT(**decode_variant("mu/4"), proj_dim=8)
     x = jnp.zeros((1, 32, 32, 3))
-    return LoadedModel(model, _perturbed(model, x), (32, 32), None, None, "tiny")
+    return LoadedModel(model, _random_variables(model, x), (32, 32), None, None, "tiny")
 
 
 KINDS = ("authors", "chefer", "rollout", "random")

@@ -18,7 +18,7 @@ from pairviz_jax.explain import api, maps
 from pairviz_jax.models import ViT, decode_variant
 from pairviz_jax.plotting import LoadedModel
 from tests.test_evaluate_pairs import _synthetic_pairs
-from tests.test_vit_families import _perturbed
+from tests.test_vit_families import _random_variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ def _loaded(proj_dim):
     counted here were compiled by this test only). No class token: rollout = rollout_mean."""
     model = ViT(**decode_variant("mu/4"), proj_dim=proj_dim)
     x = jnp.zeros((1, 32, 32, 3))
-    return LoadedModel(model, _perturbed(model, x), (32, 32), None, None, f"tiny{proj_dim}")
+    return LoadedModel(model, _random_variables(model, x), (32, 32), None, None, f"tiny{proj_dim}")
 
 
 def test_curves_pool_every_kind_into_one_compiled_forward(monkeypatch):

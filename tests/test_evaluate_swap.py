@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 import visualize
-from pairviz_jax import runs
+from pairviz_jax import explain, runs
 from pairviz_jax.data import photos, preprocess, swaps
 from pairviz_jax.evaluate import occlusion, swap
 from pairviz_jax.models import ViT, decode_variant
 from pairviz_jax.runs import LoadedModel
 from tests import inputs
+from tests.test_vit_families import _random_variables
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def all_photos():
 @pytest.fixture(scope="module")
 def loaded32():
     model = ViT(**decode_variant("mu/4"), proj_dim=8)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    # Parameters drawn by numpy from the traced shapes (an init compiles a program of its own).
+    variables = _random_variables(model, jnp.zeros((1, 32, 32, 3)))
     mean, std = preprocess.NORMALIZATION["demo"]
     return LoadedModel(model, variables, (32, 32), mean, std, "tiny")
 
@@ -224,7 +226,7 @@ def test_evaluate_swap_in_chunks_resumes_and_matches_its_parts(loaded32, tmp_pat
     # The model-swaps subset and the occlusion row, against the model by hand.
     data = _synthetic_triples(range(6), split="a", image_size=32, seed=0, normalization=None)
     model, variables = loaded32.model, loaded32.variables
-    emb = lambda im: _unit(model.apply(variables, jnp.asarray(im))[0])  # noqa: E731
+    emb = lambda im: _unit(explain.embed(model, variables, jnp.asarray(im)))  # noqa: E731
     ua, ub = emb(data["a"]), emb(data["partners"].reshape(12, 32, 32, 3)).reshape(6, 2, -1)
     np.testing.assert_allclose(res.scores, np.einsum("te,tke->tk", ua, ub), atol=2e-6)
     drops = np.zeros((6, 2, 2))

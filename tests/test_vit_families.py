@@ -62,13 +62,43 @@ def _perturbed(model, x, seed=0):
     return jax.tree_util.tree_unflatten(tree, leaves)
 
 
+def _random_variables(model, x, seed=0):
+    """Random parameters of ``model``'s shapes, drawn by numpy (no XLA compilation).
+
+    The shapes come from ``jax.eval_shape(model.init, ...)`` (traced, not computed): an
+    eager ``init`` compiles every operation of the forward and every random draw's shape
+    (seconds per family). The values are ``_perturbed``'s in distribution: LayerNorm scales
+    1 + N(0, 0.1^2), kernels N(0, 1 / fan_in + 0.1^2), everything else N(0, 0.1^2).
+    """
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    flat = traverse_util.flatten_dict(shapes)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for path, leaf in sorted(flat.items()):
+        noise = rng.standard_normal(leaf.shape)
+        if path[-1] == "scale":
+            value = 1.0 + 0.1 * noise
+        elif path[-1] == "kernel":
+            shape = leaf.shape
+            fan_in = shape[0] if len(shape) == 3 and path[-2] != "out" else np.prod(shape[:-1])
+            value = noise * np.sqrt(1.0 / fan_in + 0.01)
+        else:
+            value = 0.1 * noise
+        out[path] = jnp.asarray(value, leaf.dtype)
+    return traverse_util.unflatten_dict(out)
+
+
+# Compiled once per model and shape (op by op, a forward compiles its operations one by one).
+_apply = jax.jit(lambda model, variables, x: model.apply(variables, x), static_argnums=0)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_forward_matches_numpy_reference(family):
     kw, cfg = FAMILIES[family]
     model = ViT(**decode_variant("Tiny/4"), **kw)
     images = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 12, 3))
-    variables = _perturbed(model, images)
-    emb, out = model.apply(variables, images)
+    variables = _random_variables(model, images)
+    emb, out = _apply(model, variables, images)
     attn = out["attention"]
     n_all = 6 + model.num_prefix_tokens
     assert attn.shape == (2, 2, 2, n_all, n_all)
@@ -100,7 +130,8 @@ def test_new_parameter_names_and_defaults_unchanged():
         layer_scale=1e-5,
         ln_pre=True,
     )
-    params = traverse_util.flatten_dict(full.init(jax.random.PRNGKey(0), x)["params"], sep="/")
+    variables = jax.jit(full.init)(jax.random.PRNGKey(0), x)
+    params = traverse_util.flatten_dict(variables["params"], sep="/")
     assert params["Transformer/reg"].shape == (1, 3, 16)
     assert params["dist"].shape == (1, 1, 16)
     # Class + distillation + 4 patches have positions; registers do not.
@@ -120,7 +151,7 @@ def test_new_parameter_names_and_defaults_unchanged():
 
 def test_init_creates_only_params():
     model = ViT(**decode_variant("mu/4"), class_token=True, pool_type="tok")
-    assert set(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))) == {"params"}
+    assert set(_shapes(model, jnp.zeros((1, 8, 8, 3)))) == {"params"}
 
 
 def test_bad_family_configs_raise_clearly():
@@ -140,38 +171,43 @@ def test_detached_forward_has_the_same_values():
     kw, _ = FAMILIES["dinov2_reg"]
     model = ViT(**decode_variant("Tiny/4"), **kw)
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 3))
-    variables = _perturbed(model, x)
-    e1, _ = model.apply(variables, x)
-    e2, _ = model.apply(variables, x, probe=Probe(detach=True))
+    variables = _random_variables(model, x)
+    e1, _ = _apply(model, variables, x)
+    e2, _ = jax.jit(lambda v, x: model.apply(v, x, probe=Probe(detach=True)))(variables, x)
     np.testing.assert_allclose(e1, e2, atol=2e-6)
 
 
 def test_block_and_attention_deltas_give_intermediate_gradients():
     model = ViT(**decode_variant("Tiny/4"), class_token=True, pool_type="tok")
     x = jax.random.normal(jax.random.PRNGKey(2), (1, 8, 8, 3))
-    variables = _perturbed(model, x)
-    _, out = model.apply(variables, x)
+    variables = _random_variables(model, x)
+    _, out = jax.jit(model.apply)(variables, x)
     assert len(out["block_inputs"]) == model.depth + 1
     x1 = out["block_inputs"][1]
 
-    def emb_from_block1(tokens):
+    # Compiled (each a few hundred operations op by op, the gradients twice that).
+    @jax.jit
+    def emb_from_block1(tokens, x1):
         # The same function, by perturbing block 1's input by (tokens - x1).
         e, _ = model.apply(variables, x, probe=Probe(block_deltas={1: tokens - x1}))
         return e.sum()
 
-    g_delta = jax.grad(
-        lambda d: model.apply(variables, x, probe=Probe(block_deltas={1: d}))[0].sum()
+    g_delta = jax.jit(
+        jax.grad(lambda d: model.apply(variables, x, probe=Probe(block_deltas={1: d}))[0].sum())
     )(jnp.zeros_like(x1))
-    np.testing.assert_allclose(g_delta, jax.grad(emb_from_block1)(x1), atol=1e-6)
+    np.testing.assert_allclose(g_delta, jax.jit(jax.grad(emb_from_block1))(x1, x1), atol=1e-6)
     # Finite differences along a random direction.
     direction = jax.random.normal(jax.random.PRNGKey(5), x1.shape)
     h = 1e-2
-    fd = (emb_from_block1(x1 + h * direction) - emb_from_block1(x1 - h * direction)) / (2 * h)
+    fd = (emb_from_block1(x1 + h * direction, x1) - emb_from_block1(x1 - h * direction, x1)) / (
+        2 * h
+    )
     np.testing.assert_allclose((g_delta * direction).sum(), fd, rtol=2e-2, atol=1e-3)
     shape = (1, 2, 5, 5)
-    ga = jax.grad(
-        lambda d: model.apply(variables, x, probe=Probe(attention_deltas={0: d}))[0].sum()
+    ga = jax.jit(
+        jax.grad(lambda d: model.apply(variables, x, probe=Probe(attention_deltas={0: d}))[0].sum())
     )(jnp.zeros(shape))
     assert ga.shape == shape and float(jnp.abs(ga).max()) > 0
+    bad = Probe(block_deltas={1: jnp.zeros((1, 3, 32))})
     with pytest.raises(ValueError, match=r"block_deltas\[1\]"):
-        model.apply(variables, x, probe=Probe(block_deltas={1: jnp.zeros((1, 3, 32))}))
+        jax.eval_shape(lambda: model.apply(variables, x, probe=bad))
