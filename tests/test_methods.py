@@ -381,7 +381,8 @@ def test_one_door_takes_images_or_the_papers_per_image_objects():
 
 @pytest.mark.parametrize("method", ["gradxinput", "chefer", "conservative", "ig"])
 def test_batched_pairs_equal_one_pair_at_a_time_and_cross_maps(method):
-    opts = {"steps": 4} if method == "ig" else {}
+    # steps=2: the generic cross maps' ``against`` is then the ig test's compiled program.
+    opts = {"steps": 2} if method == "ig" else {}
     model, variables, x = _setup("dinov2_reg")
     xb = jnp.flip(x, axis=(0, 2)) + 0.1
     out = explain.paired_maps(model, variables, x, xb, method=method, upsampled=True, **opts)
@@ -422,7 +423,8 @@ def test_cosine_target_is_the_score_map_minus_s_times_the_self_map(method):
     the cotangent, the map against p minus s(x, p) times the map against x itself; for
     Chefer's clipped rule only the gradient changes, so only the linear methods are exact."""
     model, variables, x = _setup("dinov2_reg")
-    partners = _partners(model, variables, x, k=1)
+    # K = 2 partners (itself: twice), the shape of the other tests' calls: their programs serve.
+    partners = _partners(model, variables, x, k=2)
     emb = _apply(model)(variables, x)[0]
     got = explain.against(model, variables, x, partners, method=method, target="cosine")
     if method == "chefer":  # its default is the cosine
@@ -430,7 +432,8 @@ def test_cosine_target_is_the_score_map_minus_s_times_the_self_map(method):
         assert not np.allclose(got["maps"], plain["maps"], atol=1e-3)
         return
     score = explain.against(model, variables, x, partners, method=method)
-    itself = explain.against(model, variables, x, emb[:, None], method=method)
+    twice = jnp.broadcast_to(emb[:, None], partners.shape)
+    itself = explain.against(model, variables, x, twice, method=method)
     want = score["maps"] - score["score"][..., None, None] * itself["maps"]
     np.testing.assert_allclose(got["maps"], want, atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(itself["score"], 1.0, atol=1e-6)
