@@ -5,6 +5,7 @@ line when a map is nearly constant (``figures.FLAT_RTOL``)."""
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -15,6 +16,13 @@ IMG = np.full((16, 16, 3), 100, np.uint8)
 RAMP = np.linspace(0.0, 1.0, 256).reshape(16, 16)
 EPS = float(np.finfo(np.float32).eps)
 RTOL = 1024 * EPS  # figures.FLAT_RTOL: 1024 float32 ulps of the largest |value|
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Every figure a test draws is closed after it (matplotlib keeps open figures alive)."""
+    yield
+    plt.close("all")
 
 
 def _heats(fig):

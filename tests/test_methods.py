@@ -20,13 +20,16 @@ from pairviz_jax.models import Probe, ViT, decode_variant
 from tests.test_vit_families import FAMILIES, _perturbed
 
 GRID_IMAGE = (16, 16)  # 4 x 4 patches of 4 px for the Tiny/4 models
+# Every test explains N images: one batch size, so each (method, options, model) compiles once
+# for the module (a batch of 1 or 3 beside it would compile every program again).
+N = 2
 
 
 @functools.cache
-def _setup(family=None, n=2, seed=0):
+def _setup(family=None, seed=0):
     extra = dict(FAMILIES[family][0]) if family else dict(proj_dim=6)
     model = ViT(**decode_variant("Tiny/4"), **extra)
-    x = jax.random.normal(jax.random.PRNGKey(seed + 3), (n, *GRID_IMAGE, 3))
+    x = jax.random.normal(jax.random.PRNGKey(seed + 3), (N, *GRID_IMAGE, 3))
     return model, _perturbed(model, x, seed), x
 
 
@@ -81,10 +84,16 @@ def test_methods_that_need_a_vit_say_so_for_a_cnn():
 
     model = ResNet(width=8, block_sizes=(1, 1), num_groups=2, proj_dim=4)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
-    variables = model.init(jax.random.PRNGKey(1), x)
+    # Only shapes are checked: the parameters' shapes and the door traced (jax.eval_shape:
+    # every check and the whole method's trace, no compilation).
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(1), x)
     with pytest.raises(ValueError, match="'chefer' needs a ViT"):
         explain.paired_maps(model, variables, x, x[::-1], method="chefer")
-    out = explain.paired_maps(model, variables, x, x[::-1], method="ig", steps=4, upsampled=False)
+    xa, xb = np.asarray(x), np.asarray(x[::-1])  # concrete under the trace: checked as given
+    out = jax.eval_shape(
+        lambda v: explain.paired_maps(model, v, xa, xb, method="ig", steps=4, upsampled=False),
+        variables,
+    )
     assert out["map_a"].shape == (2, *model.grid(x.shape))
 
 
@@ -96,7 +105,7 @@ def test_methods_that_need_a_vit_say_so_for_a_cnn():
     [(None, "authors", 0), ("dinov2_reg", "transpose", 1), ("siglip", "authors", 1)],
 )
 def test_paper_in_the_registry_equals_paired_and_cross_maps(family, convention, start):
-    model, variables, x = _setup(family, n=3)
+    model, variables, x = _setup(family)
     xb = x[::-1] * 0.7 + 0.2
     ref = explain.paired_maps(
         model, variables, x, xb, convention=convention, start_layer=start, upsampled=False
@@ -113,7 +122,7 @@ def test_paper_in_the_registry_equals_paired_and_cross_maps(family, convention, 
         convention=convention,
         start_layer=start,
     )
-    k = jnp.arange(3)
+    k = jnp.arange(N)
     np.testing.assert_allclose(cross["maps_q"][k, k], out["maps"], atol=1e-6, rtol=1e-5)
 
 
@@ -195,27 +204,28 @@ def _bias_terms(model, variables, x, cot, layer):
             return int(path[1].split("_")[1]) >= layer
         return name.startswith(("Transformer/encoder_norm", "head", "MAPHead_0"))
 
-    totals = []
-    for k in range(cot.shape[1]):
-        grads = grad_f(variables["params"], cot[:, k])
-        flat_p = traverse_util.flatten_dict(variables["params"])
-        flat_g = traverse_util.flatten_dict(grads)
-        s = 0.0
-        for path, b in flat_p.items():
-            if path[-1] == "bias" and above(path):
-                s = s + float(jnp.sum(b * flat_g[path]))
-        totals.append(s)
-    return np.asarray(totals)  # summed over the batch, per partner
+    # Images do not interact, so the cotangent of image i alone (zero for the others) gives
+    # image i's terms from the one compiled gradient.
+    flat_p = traverse_util.flatten_dict(variables["params"])
+    totals = np.zeros(cot.shape[:2])
+    for i in range(cot.shape[0]):
+        alone = (jnp.arange(cot.shape[0]) == i)[:, None]
+        for k in range(cot.shape[1]):
+            flat_g = traverse_util.flatten_dict(grad_f(variables["params"], cot[:, k] * alone))
+            for path, b in flat_p.items():
+                if path[-1] == "bias" and above(path):
+                    totals[i, k] += float(jnp.sum(b * flat_g[path]))
+    return totals  # [B, K]
 
 
 @pytest.mark.parametrize("family", [None, "dinov2_reg", "dinov2_probe", "siglip"])
 def test_conservative_relevance_plus_bias_terms_is_the_cosine(family):
-    model, variables, x = _setup(family, n=1)
+    model, variables, x = _setup(family)
     partners = _partners(model, variables, x, k=2)
     cot = jnp.asarray(_cotangent(model, variables, x, partners), jnp.float32)
     out = explain.against(model, variables, x, partners, method="conservative")
-    bias = _bias_terms(model, variables, x, cot, 0)  # [K]
-    np.testing.assert_allclose(out["total"][0] + bias, out["score"][0], atol=2e-5, rtol=1e-4)
+    bias = _bias_terms(model, variables, x, cot, 0)  # [B, K]
+    np.testing.assert_allclose(out["total"] + bias, out["score"], atol=2e-5, rtol=1e-4)
     # Without biases the map (plus prefix tokens) is the cosine itself.
     flat = traverse_util.flatten_dict(variables["params"])
     flat = {k: (jnp.zeros_like(v) if k[-1] == "bias" else v) for k, v in flat.items()}
@@ -341,7 +351,7 @@ def test_one_door_takes_images_or_the_papers_per_image_objects():
     (``Inputs``) or its precomputed per-image objects (``Features``, ``Folded``: the fold
     fast path) give the same cross maps, equal to ``paired_maps`` pair by pair and to the
     generic path every method has (``prepare`` + pullback, here through ``against``)."""
-    model, variables, x = _setup("dinov2_reg", n=3)
+    model, variables, x = _setup("dinov2_reg")
     xb = jnp.flip(x, axis=(0, 2)) + 0.1
     out = explain.paired_maps(model, variables, x, xb, convention="transpose")
     assert set(out) == PAIRED_KEYS
@@ -352,7 +362,7 @@ def test_one_door_takes_images_or_the_papers_per_image_objects():
     by_images = explain.cross_maps(iq, ig, convention="transpose")
     by_objects = explain.cross_maps(fq, fg, convention="transpose")
     assert set(by_images) == set(by_objects) == CROSS_KEYS
-    k = jnp.arange(3)
+    k = jnp.arange(N)
     for key, side in (("maps_q", "map_a"), ("maps_g", "map_b"), ("rest_q", "rest_a")):
         np.testing.assert_allclose(by_images[key], by_objects[key], atol=1e-6, rtol=1e-5)
         np.testing.assert_allclose(by_images[key][k, k], out[side], atol=1e-6, rtol=1e-5)
@@ -371,13 +381,14 @@ def test_one_door_takes_images_or_the_papers_per_image_objects():
 
 @pytest.mark.parametrize("method", ["gradxinput", "chefer", "conservative", "ig"])
 def test_batched_pairs_equal_one_pair_at_a_time_and_cross_maps(method):
-    opts = {"steps": 4} if method == "ig" else {}
-    model, variables, x = _setup("dinov2_reg", n=3)
+    # steps=2: the generic cross maps' ``against`` is then the ig test's compiled program.
+    opts = {"steps": 2} if method == "ig" else {}
+    model, variables, x = _setup("dinov2_reg")
     xb = jnp.flip(x, axis=(0, 2)) + 0.1
     out = explain.paired_maps(model, variables, x, xb, method=method, upsampled=True, **opts)
-    assert out["map_a"].shape == (3, 4, 4) and out["upsampled_b"].shape == (3, 16, 16)
+    assert out["map_a"].shape == (N, 4, 4) and out["upsampled_b"].shape == (N, 16, 16)
     assert set(out) == PAIRED_KEYS  # the same keys for every method, the paper's included
-    for i in (0, 2):
+    for i in range(N):  # the batch of 1: the one program of this module at another size
         one = explain.paired_maps(
             model, variables, x[i : i + 1], xb[i : i + 1], method=method, upsampled=False, **opts
         )
@@ -389,8 +400,8 @@ def test_batched_pairs_equal_one_pair_at_a_time_and_cross_maps(method):
         method=method,
         **opts,
     )
-    k = jnp.arange(3)
-    assert cross["maps_q"].shape == (3, 3, 4, 4)
+    k = jnp.arange(N)
+    assert cross["maps_q"].shape == (N, N, 4, 4)
     np.testing.assert_allclose(cross["maps_q"][k, k], out["map_a"], atol=2e-6, rtol=1e-5)
     np.testing.assert_allclose(cross["maps_g"][k, k], out["map_b"], atol=2e-6, rtol=1e-5)
     np.testing.assert_allclose(cross["score"][k, k], out["score"], atol=1e-6)
@@ -412,7 +423,8 @@ def test_cosine_target_is_the_score_map_minus_s_times_the_self_map(method):
     the cotangent, the map against p minus s(x, p) times the map against x itself; for
     Chefer's clipped rule only the gradient changes, so only the linear methods are exact."""
     model, variables, x = _setup("dinov2_reg")
-    partners = _partners(model, variables, x, k=1)
+    # K = 2 partners (itself: twice), the shape of the other tests' calls: their programs serve.
+    partners = _partners(model, variables, x, k=2)
     emb = _apply(model)(variables, x)[0]
     got = explain.against(model, variables, x, partners, method=method, target="cosine")
     if method == "chefer":  # its default is the cosine
@@ -420,7 +432,8 @@ def test_cosine_target_is_the_score_map_minus_s_times_the_self_map(method):
         assert not np.allclose(got["maps"], plain["maps"], atol=1e-3)
         return
     score = explain.against(model, variables, x, partners, method=method)
-    itself = explain.against(model, variables, x, emb[:, None], method=method)
+    twice = jnp.broadcast_to(emb[:, None], partners.shape)
+    itself = explain.against(model, variables, x, twice, method=method)
     want = score["maps"] - score["score"][..., None, None] * itself["maps"]
     np.testing.assert_allclose(got["maps"], want, atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(itself["score"], 1.0, atol=1e-6)
