@@ -146,6 +146,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Parses ``argv``, runs the subcommand, prints the files written; returns the exit status."""
     args = build_parser(prog).parse_args(argv)
+    args.prog = prog  # errors found after parsing name the program that ran
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         checks.check_args(args)  # every value, before anything is loaded or computed

@@ -542,6 +542,13 @@ def test_report_method_errors(loaded, topk_job, files, tmp_path, capsys, monkeyp
         return err
 
     assert "chefer: gives per-patch maps only" in usage(["--method", "chefer"])
+    # Found after parsing (no model for bilrp): named by the program that ran.
+    assert usage(["--method", "bilrp"]).startswith("visualize.py report: error: --method bilrp")
+    with pytest.raises(SystemExit):
+        visualize.main(
+            [str(x) for x in ["report", topk_job, *dest, "--method", "bilrp"]], "pairviz"
+        )
+    assert capsys.readouterr().err.startswith("pairviz report: error: --method bilrp")
     assert "nope: is not a method" in usage(["--method", "nope"])
     assert "needs the job's model" in usage(["--method", "bilrp"])
     cnn = _TinyCNN()

@@ -91,9 +91,12 @@ def _method_with_c(name: str) -> str:
     return name
 
 
-def _usage(command: str, message: str) -> None:
-    """A usage error found after parsing: one line, exit status 2 (as argparse's)."""
-    print(f"visualize.py {command}: error: {message}", file=sys.stderr)
+def _usage(args, message: str) -> None:
+    """A usage error found after parsing: one line, exit status 2 (as argparse's), named by the
+    program that ran (``visualize.py`` or the installed ``pairviz``)."""
+    print(
+        f"{getattr(args, 'prog', 'visualize.py')} {args.command}: error: {message}", file=sys.stderr
+    )
     raise SystemExit(2)
 
 
@@ -114,7 +117,7 @@ def explore(args, _plotting=None) -> list[str]:
     m = load_model(args)
     why = _corr.problem(method, m.model)
     if why is not None:
-        _usage("explore", why)
+        _usage(args, why)
     depth = getattr(m.model, "depth", None)
     if depth is not None and not 0 <= args.start_layer < depth:
         raise plotting.InputError(f"--start-layer {args.start_layer}: the model has {depth} blocks")
@@ -203,14 +206,14 @@ def report(args, _plotting=None) -> list[str]:
     model_given = args.workdir is not None or args.weights is not None
     if method != "paper" and not model_given:
         _usage(
-            "report",
+            args,
             f"--method {method}: needs the job's model (--workdir RUN or --weights FILE) "
             "to fold its images",
         )
     loaded = load_model(args) if method != "paper" else None
     why = None if loaded is None else _corr.problem(method, loaded.model)
     if why is not None:
-        _usage("report", why)
+        _usage(args, why)
     t0 = time.perf_counter()
     try:
         index = rep.write_report(
