@@ -110,15 +110,15 @@ class CSource:
             return
         from pairviz_jax.data.images import CorruptImageError
 
-        todo = [int(i) for i in np.unique(image_ids) if int(i) not in self._folds]
-        if not todo:
+        pending = [int(i) for i in np.unique(image_ids) if int(i) not in self._folds]
+        if not pending:
             return
         try:
-            x = np.stack([self._loader(self._keys[i]) for i in todo])
+            x = np.stack([self._loader(self._keys[i]) for i in pending])
         except CorruptImageError as e:
             raise ValueError(f"--method {self.method}: {' '.join(str(e).split())}") from None
         bar = Progress(
-            len(todo), stream=progress, every=1.0, unit="images",
+            len(pending), stream=progress, every=1.0, unit="images",
             label=f"report: folding ({self.method}) ",
         )  # fmt: skip
         done = [0]
@@ -130,7 +130,7 @@ class CSource:
         m = self._loaded
         folded = _corr.fold(m.model, m.variables, x, self.method, progress=step)
         bar.close()
-        for k, i in enumerate(todo):
+        for k, i in enumerate(pending):
             self._folds[i] = _corr.take(folded, [k])
 
     def _folded(self, ids: np.ndarray):

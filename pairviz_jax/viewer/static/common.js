@@ -138,5 +138,17 @@ const PVC = (() => {
     return e;
   }
 
-  return { f16, lut, range, drawMap, drawBar, clear, fmt, el, bytes };
+  // The best-match ring around the cell (x, y, w, h): dark halo under a green line of width lw.
+  function ring(ctx, x, y, w, h, lw) {
+    ctx.beginPath();
+    ctx.arc(x + w / 2, y + h / 2, Math.max(w, h) * 0.75, 0, 2 * Math.PI);
+    ctx.lineWidth = lw * 2;
+    ctx.strokeStyle = "rgba(0,0,0,0.7)";
+    ctx.stroke();
+    ctx.lineWidth = lw;
+    ctx.strokeStyle = "#7CFC00";
+    ctx.stroke();
+  }
+
+  return { f16, lut, range, drawMap, drawBar, clear, fmt, el, bytes, ring };
 })();

@@ -184,15 +184,7 @@
       ctx.strokeRect(x, y, w, h);
     }
     if (ring !== null) {
-      const [x, y, w, h] = patchRect(side, ring, canvas);
-      ctx.beginPath();
-      ctx.arc(x + w / 2, y + h / 2, Math.max(w, h) * 0.75, 0, 2 * Math.PI);
-      ctx.lineWidth = lw * 2;
-      ctx.strokeStyle = "rgba(0,0,0,0.7)";
-      ctx.stroke();
-      ctx.lineWidth = lw;
-      ctx.strokeStyle = "#7CFC00";
-      ctx.stroke();
+      PVC.ring(ctx, ...patchRect(side, ring, canvas), lw);
     }
   }
 

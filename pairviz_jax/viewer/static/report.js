@@ -238,15 +238,7 @@
     const ch = canvas.height / gh;
     const r = Math.floor(i / gw);
     const c = i % gw;
-    const lw = Math.max(1.5, canvas.width / 100);
-    ctx.beginPath();
-    ctx.arc((c + 0.5) * cw, (r + 0.5) * ch, Math.max(cw, ch) * 0.75, 0, 2 * Math.PI);
-    ctx.lineWidth = lw * 2;
-    ctx.strokeStyle = "rgba(0,0,0,0.7)";
-    ctx.stroke();
-    ctx.lineWidth = lw;
-    ctx.strokeStyle = "#7CFC00";
-    ctx.stroke();
+    PVC.ring(ctx, c * cw, r * ch, cw, ch, Math.max(1.5, canvas.width / 100));
   }
 
   function box(canvas, i) {
