@@ -24,7 +24,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ and _CACHE_ON:
 # the same code. The XLA:CPU miscompilation of pairviz_jax._xla reproduces at -O0 too, so its
 # guard still guards. PAIRVIZ_TEST_FAST_COMPILE=0 compiles as users do.
 if os.environ.get("PAIRVIZ_TEST_FAST_COMPILE") != "0":
-    os.environ.setdefault("PAIRVIZ_TEST_XLA_FLAGS", "--xla_backend_optimization_level=0")
+    os.environ.setdefault(
+        "PAIRVIZ_TEST_XLA_FLAGS",
+        "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
+        "--xla_cpu_use_xnnpack=false",
+    )
 os.environ.setdefault(
     "XLA_FLAGS",
     f"--xla_force_host_platform_device_count=8 {os.environ.get('PAIRVIZ_TEST_XLA_FLAGS', '')}",

@@ -151,6 +151,7 @@ VISUALIZE = [
     # demo
     (["demo", "--out", "README.md"], 1, "--out README.md"),
     (["demo", "--gallery-size", "0"], 1, "--gallery-size 0"),
+    (["demo", "--gallery-size", "8"], 1, "need at least 28 test images"),  # was: after 4 figures
     (["demo", "--config", "configs/nope.py"], 1, "--config"),
     (["demo", "--export", "model.txt"], 1, "--export model.txt"),
 ]

@@ -133,6 +133,24 @@ def ensure_trained(workdir: str, config: str, *, python: str | None = None) -> b
     return True
 
 
+def min_gallery_size() -> int:
+    """The fewest first test images that hold another image of each class-map query's class
+    (example ``i`` of the demo's test split is of class ``i % 24``)."""
+    from pairviz_jax.data.demo import TEST_GLYPHS
+
+    indices = [int(q.rsplit(":", 1)[1]) for q in CLASS_QUERIES]
+    return max(i + len(TEST_GLYPHS) for i in indices) + 1
+
+
+def check_gallery_size(gallery_size: int | None) -> None:
+    """Refuses a ``--gallery-size`` too small for the demo's figures, before any work."""
+    if gallery_size is not None and gallery_size < min_gallery_size():
+        raise InputError(
+            f"--gallery-size {gallery_size}: the demo's class maps need at least "
+            f"{min_gallery_size()} test images (a second image of each query's class)"
+        )
+
+
 def render(
     source: str, out: str, *, pdf: bool = False, gallery_size: int | None = None
 ) -> list[str]:
@@ -218,6 +236,7 @@ def run(
     Returns:
       The paths written.
     """
+    check_gallery_size(gallery_size)
     source = None
     if workdir is not None and runs.is_exported(workdir):
         if train:
@@ -267,6 +286,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_args(args: argparse.Namespace) -> list[str]:
     """``visualize.py demo``."""
+    check_gallery_size(args.gallery_size)  # before the run is looked at
     return run(
         args.workdir,
         args.out,
