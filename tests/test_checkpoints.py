@@ -218,6 +218,24 @@ def test_dont_load_initialises_with_rng_when_no_variables_given(tmp_path):
     np.testing.assert_array_equal(a["embedding/kernel"], flat["embedding/kernel"])
 
 
+def test_the_models_shapes_are_traced_once_per_configuration():
+    """Every load checks the file against ``model.init``'s shapes: traced once per model
+    configuration and image shape (a figure loading 5 checkpoints traced it 5 times)."""
+    from pairviz_jax.models import _shapes
+
+    _shapes._abstract.cache_clear()
+    settings = dict(patch_size=(2, 2), width=8, depth=1, mlp_dim=8, num_heads=1)
+    a = _shapes.abstract_variables(ViT(**settings), (1, 4, 4, 3))
+    b = _shapes.abstract_variables(ViT(**settings), (1, 4, 4, 3))  # an equal model
+    assert a is b and _shapes._abstract.cache_info().misses == 1
+    want = jax.eval_shape(ViT(**settings).init, jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
+    shapes = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)  # noqa: E731
+    assert shapes(a) == shapes(want)
+    _shapes.abstract_variables(ViT(**settings), (1, 6, 6, 3))  # another shape: traced
+    _shapes.abstract_variables(ViT(**{**settings, "width": 4}), (1, 4, 4, 3))  # another model
+    assert _shapes._abstract.cache_info().misses == 3
+
+
 def test_dont_load_also_ignores_file_keys(tmp_path, vit_cls):
     model, variables = vit_cls
     flat = _flat(variables)

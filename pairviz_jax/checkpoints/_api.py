@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from pairviz_jax.checkpoints._io import CheckpointError, read_arrays, write_npz
 from pairviz_jax.checkpoints._merge import file_grid, merge
 from pairviz_jax.checkpoints.formats import CONFIG_KEY, META_KEY, Converted, convert
 from pairviz_jax.checkpoints.formats._common import LayoutError
+from pairviz_jax.models._shapes import abstract_variables, jitted_init
 from pairviz_jax.models.resnet import ResNet
 from pairviz_jax.models.vit import ViT
 
@@ -182,7 +182,7 @@ def load(
     shape = _image_shape(model, ckpt, image_size)
     images = jnp.zeros(shape, jnp.float32)
     if init_variables is None:
-        init_variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
+        init_variables = abstract_variables(model, shape)
     target = traverse_util.flatten_dict(dict(init_variables["params"]), sep="/")
     target_hw = model.grid(shape) if family == "vit" else None
     loaded, keep_init = merge(
@@ -202,12 +202,6 @@ def load(
         for k in target
     }
     return {"params": traverse_util.unflatten_dict(flat, sep="/")}
-
-
-@functools.lru_cache(maxsize=8)
-def jitted_init(model: nn.Module):
-    """``jax.jit(model.init)``, compiled once per model configuration."""
-    return jax.jit(model.init)
 
 
 def describe(path: Source) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from pairviz_jax.models._shapes import abstract_variables
 from pairviz_jax.runs import exported
 from pairviz_jax.runs.model import InputError, LoadedModel, normalization_named, one_line
 
@@ -166,8 +167,7 @@ def load_run(
         size = _image_size(cfg.input.image_size)
         mean, std = normalization(cfg)
         total = int(cfg.total_steps)
-        dummy = jnp.zeros((1, *size, 3), jnp.float32)
-        expected = jax.eval_shape(model.init, jax.random.key(0), dummy)["params"]
+        expected = abstract_variables(model, (1, *size, 3))["params"]
     except Exception as e:
         raise InputError(
             f"{where}: the stored config cannot build a model ({one_line(e)})"
