@@ -1,6 +1,7 @@
 """Lazy package attributes: a package names its public objects and their modules, and each
 module is imported on first use, so ``visualize.py --help`` and ``train.py --help`` import no
-JAX. The one place this project defers imports (``runs``, ``plotting``, ``batch``, ``train``)."""
+JAX. The one place this project defers imports (``runs``, ``plotting``, ``batch``, ``train``,
+``data``)."""
 
 from __future__ import annotations
 

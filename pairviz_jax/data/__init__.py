@@ -22,10 +22,23 @@ valid      bool                the **padding** flag of evaluation batches
 =========  ==================  ====================================================
 """
 
-from pairviz_jax.data import demo, photos, preprocess
-from pairviz_jax.data.pipeline import EvalPreprocess, TrainPreprocess, make_dataset
-from pairviz_jax.data.preprocess import NORMALIZATION, eval_resize, normalize, train_augment
-from pairviz_jax.data.sources import DATASETS, num_train_classes, open_source, skipped_counts
+from pairviz_jax._lazy import lazy_attributes
+
+# name -> its module, imported on first use: a process that reads images (a batch worker, a
+# command on image files) imports neither grain (the pipeline) nor the demo's fonts.
+_WHERE = {
+    "EvalPreprocess": "pairviz_jax.data.pipeline",
+    "TrainPreprocess": "pairviz_jax.data.pipeline",
+    "make_dataset": "pairviz_jax.data.pipeline",
+    "NORMALIZATION": "pairviz_jax.data.preprocess",
+    "eval_resize": "pairviz_jax.data.preprocess",
+    "normalize": "pairviz_jax.data.preprocess",
+    "train_augment": "pairviz_jax.data.preprocess",
+    "DATASETS": "pairviz_jax.data.sources",
+    "num_train_classes": "pairviz_jax.data.sources",
+    "open_source": "pairviz_jax.data.sources",
+    "skipped_counts": "pairviz_jax.data.sources",
+}
 
 __all__ = [
     "DATASETS",
@@ -43,3 +56,5 @@ __all__ = [
     "skipped_counts",
     "train_augment",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE, __all__)
