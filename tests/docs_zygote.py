@@ -37,6 +37,10 @@ PRELOAD = (
     "pairviz_jax.plotting",
     "pairviz_jax.runs.load",
     "pairviz_jax.checkpoints",
+    "pairviz_jax.data.demo",  # pairviz_jax.data imports these on first use only
+    "pairviz_jax.data.photos",
+    "pairviz_jax.data.pipeline",
+    "pairviz_jax.data.sources",
     "pairviz_jax.batch.cli",
     "pairviz_jax.evaluate",
     "pairviz_jax.viewer",
