@@ -274,6 +274,19 @@ def test_train_mistake_is_one_line_before_any_work(
     assert not os.path.exists(os.path.join(places["tmp"], "w")), "the workdir was made"
 
 
+def _runs_in_a_fresh_process(code: str) -> None:
+    """``code`` runs without error in a new interpreter (what it imports is its own)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_help_imports_no_jax():
     """``--help`` of every subcommand builds its parser without importing JAX."""
     code = (
@@ -286,15 +299,7 @@ def test_help_imports_no_jax():
         "cli._usage(train.__doc__, [], train.define_flags(flags.FlagValues(), ['train.py']))\n"
         "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)[:5]\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": ROOT},
-    )
-    assert proc.returncode == 0, proc.stderr
+    _runs_in_a_fresh_process(code)
 
 
 def test_a_batch_worker_imports_neither_the_input_pipeline_nor_the_demo():
@@ -309,15 +314,7 @@ def test_a_batch_worker_imports_neither_the_input_pipeline_nor_the_demo():
         "from pairviz_jax import data\n"
         "assert callable(data.make_dataset) and data.demo.TEST_GLYPHS and 'grain' in sys.modules\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": ROOT},
-    )
-    assert proc.returncode == 0, proc.stderr
+    _runs_in_a_fresh_process(code)
 
 
 def test_the_written_out_names_match_their_sources():

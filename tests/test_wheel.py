@@ -67,6 +67,8 @@ def test_pairviz_demo_runs_from_a_fresh_venv_outside_the_repository(wheel, tmp_p
         check=True,
     )
     assert str(env_dir) in where.stdout, where.stdout  # the wheel's copy, not the checkout
+    from pairviz_jax.plotting.demo import min_gallery_size
+
     done = subprocess.run(
         # the fewest test images the demo takes as its gallery: every figure and code path
         # of the demo (the README's test runs the full demo, as printed)
@@ -76,7 +78,7 @@ def test_pairviz_demo_runs_from_a_fresh_venv_outside_the_repository(wheel, tmp_p
             "--out",
             str(work / "figs"),
             "--gallery-size",
-            "28",
+            str(min_gallery_size()),
         ],
         cwd=work,
         env=env,
